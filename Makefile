@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine with only Python:
+#   make demo   create .venv, write the demo corpus, run the main job on it (report under runs/demo)
+#   make test   create .venv, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= configs/constraints-cpu.txt
+PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+BIN := $(VENV)/bin
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test env bench clean
+
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_C) -e '.[test]'
+	touch $@
+
+env: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/run-overlay --demo --out $(DEMO_OUT)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_stats.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
