@@ -1,0 +1,145 @@
+"""Decode, measure and validate audio.
+
+Why a module of its own: every corpus and every encoder needs the same answers to "can this file be
+used, and if not, why?". A failure here is an inventory reason (``unreadable``, ``silent``,
+``too_short``) attached to the recording, never an exception that stops a run.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+#: Inventory statuses, in the order reports list them.
+STATUSES = ("ok", "missing", "unreadable", "silent", "too_short")
+
+
+@dataclass(frozen=True)
+class AudioCheckConfig:
+    """Thresholds that decide whether a recording is usable."""
+
+    min_duration_s: float = 0.5
+    """Shorter recordings are ``too_short`` (an encoder needs a few frames to say anything)."""
+    silent_peak_dbfs: float = -60.0
+    """A recording whose absolute peak stays below this level is ``silent`` (16-bit dither is ~-90)."""
+    frame_s: float = 0.025
+    """Frame length for the silence fraction."""
+    silence_frame_dbfs: float = -50.0
+    """A frame whose RMS is below this level counts as silence."""
+    clip_level: float = 0.999
+    """Samples at or above this magnitude count as clipped (reported, not rejected)."""
+
+
+@dataclass(frozen=True)
+class AudioMeasures:
+    """Per-recording signal measures; also used later as negative-control nuisance variables."""
+
+    sample_rate_hz: int
+    n_channels: int
+    duration_s: float
+    peak_dbfs: float
+    rms_dbfs: float
+    silence_fraction: float
+    clipped_fraction: float
+
+
+@dataclass(frozen=True)
+class AudioCheck:
+    """Outcome of validating one recording: a status, a human reason, and measures when readable."""
+
+    status: str
+    reason: str
+    measures: AudioMeasures | None = None
+
+
+def _db(x: float) -> float:
+    return float(20.0 * np.log10(max(x, 1e-12)))
+
+
+def decode(data: bytes | str | Path) -> tuple[np.ndarray, int]:
+    """Decode a WAV/FLAC/OGG file (path or bytes) to float32 of shape (samples, channels) and its rate.
+
+    Raises ``sf.LibsndfileError``/``RuntimeError``/``ValueError`` on unreadable input; callers that
+    build inventories use :func:`check` instead, which turns these into reasons.
+    """
+    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else str(data)
+    x, sr = sf.read(src, dtype="float32", always_2d=True)
+    return x, int(sr)
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """Average channels: (samples, channels) -> (samples,)."""
+    return x.mean(axis=1) if x.ndim == 2 else x
+
+
+def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample a mono float signal with librosa's default high-quality (soxr) resampler."""
+    if sr_in == sr_out:
+        return y
+    import librosa
+
+    return librosa.resample(y, orig_sr=sr_in, target_sr=sr_out).astype(np.float32)
+
+
+def load_mono(data: bytes | str | Path, sample_rate_hz: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode, mix to mono and optionally resample; returns (float32 waveform, rate)."""
+    x, sr = decode(data)
+    y = to_mono(x)
+    if sample_rate_hz is not None and sample_rate_hz != sr:
+        return resample(y, sr, sample_rate_hz), sample_rate_hz
+    return y, sr
+
+
+def measure(x: np.ndarray, sr: int, cfg: AudioCheckConfig = AudioCheckConfig()) -> AudioMeasures:
+    """Signal measures of a decoded (samples, channels) or mono array."""
+    x2 = x if x.ndim == 2 else x[:, None]
+    y = to_mono(x2)
+    n = len(y)
+    peak = float(np.max(np.abs(x2))) if n else 0.0
+    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if n else 0.0
+    hop = max(1, int(round(cfg.frame_s * sr)))
+    n_frames = n // hop
+    if n_frames:
+        frames = y[: n_frames * hop].reshape(n_frames, hop).astype(np.float64)
+        frame_db = 10.0 * np.log10(np.maximum(np.mean(frames**2, axis=1), 1e-24))
+        silence = float(np.mean(frame_db < cfg.silence_frame_dbfs))
+    else:
+        silence = 1.0
+    clipped = float(np.mean(np.abs(x2) >= cfg.clip_level)) if n else 0.0
+    return AudioMeasures(
+        sample_rate_hz=int(sr),
+        n_channels=int(x2.shape[1]),
+        duration_s=n / float(sr),
+        peak_dbfs=_db(peak),
+        rms_dbfs=_db(rms),
+        silence_fraction=silence,
+        clipped_fraction=clipped,
+    )
+
+
+def check(data: bytes | str | Path, cfg: AudioCheckConfig = AudioCheckConfig()) -> AudioCheck:
+    """Validate one recording. Never raises for bad audio: the problem becomes the reason."""
+    try:
+        x, sr = decode(data)
+    except Exception as exc:  # libsndfile reports corrupt/truncated files with many error types
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = re.sub(r"^Error opening .*?: ", "", msg)  # drop the object repr (a memory address)
+        return AudioCheck("unreadable", f"cannot decode audio: {msg}")
+    if x.size and not np.all(np.isfinite(x)):
+        return AudioCheck("unreadable", "audio contains NaN or infinite samples")
+    m = measure(x, sr, cfg)
+    if x.shape[0] == 0:
+        return AudioCheck("too_short", "empty: 0 samples", m)
+    if m.duration_s < cfg.min_duration_s:
+        return AudioCheck("too_short", f"{m.duration_s:.3f} s < minimum {cfg.min_duration_s:g} s", m)
+    if m.peak_dbfs < cfg.silent_peak_dbfs:
+        return AudioCheck("silent", f"peak {m.peak_dbfs:.1f} dBFS < {cfg.silent_peak_dbfs:g} dBFS", m)
+    reason = ""
+    if m.clipped_fraction > 0.001:
+        reason = f"clipped: {100 * m.clipped_fraction:.2f}% of samples at full scale"
+    return AudioCheck("ok", reason, m)

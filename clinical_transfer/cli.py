@@ -1,0 +1,178 @@
+"""Command line: ``run-overlay`` (the main job) and ``clinical-transfer <verb>``.
+
+The CLI only parses, loads a config, calls library functions and prints a summary. Every problem a
+user can fix ends as one line ``error: ... Fix: ...`` and exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.guardrails import BANNER
+
+_REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _guarded(fn):
+    """Run a verb; turn user-fixable problems into one line and exit code 2."""
+
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return fn(argv)
+        except ClinicalTransferError as exc:
+            print(f"error: {exc.one_line()}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+# -- verbs ------------------------------------------------------------------------------------------
+def _cmd_demo_corpus(args: argparse.Namespace) -> int:
+    from dataset_adapters.demo import DemoConfig, write_demo_corpus
+
+    cfg = DemoConfig(n_participants=args.participants, seed=args.seed, layout=args.layout,
+                     duration_s=args.duration_s)
+    root = write_demo_corpus(args.out, cfg, progress=not args.quiet)
+    _say(f"demo corpus ({cfg.n_participants} synthetic participants, layout {cfg.layout}) written to {root}")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from dataset_adapters import available_adapters
+
+    for name in available_adapters():
+        _say(name)
+    return 0
+
+
+def _cmd_inventory(args: argparse.Namespace) -> int:
+    from clinical_transfer.inventory_stage import run_inventory, summary_text
+
+    cfg = _resolve_config(args)
+    result = run_inventory(cfg, Path(args.out), progress=not args.quiet)
+    _say(BANNER)
+    _say(summary_text(result))
+    _say(f"inventory written to {args.out}")
+    return 0
+
+
+# -- config resolution ------------------------------------------------------------------------------
+def _resolve_config(args: argparse.Namespace):
+    from clinical_transfer.config import load_config
+
+    cfg = load_config(args.config)
+    if getattr(args, "dataset", None):
+        cfg.dataset.name = args.dataset
+    if getattr(args, "data_root", None):
+        cfg.dataset.data_root = args.data_root
+    if getattr(args, "metadata_root", None):
+        cfg.dataset.metadata_root = args.metadata_root
+    if getattr(args, "only_with_audio", False):
+        cfg.dataset.only_with_audio = True
+    if getattr(args, "salt", None):
+        cfg.guardrails.salt = args.salt
+    if not cfg.dataset.data_root:
+        from dataset_adapters.coswara import PUBLISHED_AT
+
+        raise ClinicalTransferError(
+            "no data root given",
+            f"pass --data-root PATH to a Coswara clone ({PUBLISHED_AT}; its date folders hold split parts "
+            "YYYYMMDD.tar.gz.aa, .ab, ... which are streamed in order, never extracted) or an extracted copy; "
+            "or try everything offline with: run-overlay --demo",
+        )
+    if not cfg.guardrails.salt:
+        raise ClinicalTransferError("no salt for pseudonymous ids", "set [guardrails] salt in the config or pass --salt")
+    return cfg
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=None, help="adapter name (default from config: coswara)")
+    p.add_argument("--data-root", default=None, help="corpus folder (clone with split archives, or extracted)")
+    p.add_argument("--metadata-root", default=None, help="folder with combined_data.csv if not the data root")
+    p.add_argument("--only-with-audio", action="store_true", help="keep only participants with audio on disk")
+    p.add_argument("--config", default=None, help="TOML run config (see configs/)")
+    p.add_argument("--salt", default=None, help="salt of the pseudonymous ids (overrides the config)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clinical-transfer",
+        description=f"What frozen audio models 'hear' in public clinical audio. {BANNER}",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("demo-corpus", help="write the synthetic demo corpus in Coswara's layout")
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--participants", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration-s", type=float, default=2.5)
+    p.add_argument("--layout", choices=["extracted", "split-tar"], default="extracted")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo_corpus)
+
+    p = sub.add_parser("datasets", help="list the corpus adapters")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("inventory", help="account for every recording of a corpus (ok/missing/unreadable/...)")
+    _add_data_args(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_inventory)
+    return parser
+
+
+@_guarded
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+# -- run-overlay ------------------------------------------------------------------------------------
+def build_run_overlay_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run-overlay",
+        description=f"The main job: corpus -> inventory -> encoder -> SAE -> correlate overlays. {BANNER}",
+    )
+    p.add_argument("--demo", action="store_true", help="write the demo corpus and run on the embedded default")
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/overlay", help="output folder (default runs/overlay)")
+    return p
+
+
+@_guarded
+def run_overlay_main(argv: list[str] | None = None) -> int:
+    from clinical_transfer.inventory_stage import run_inventory, summary_text
+
+    args = build_run_overlay_parser().parse_args(argv)
+    out = Path(args.out)
+    if args.demo:
+        from dataset_adapters.demo import DemoConfig, write_demo_corpus
+
+        if args.config is None:
+            args.config = str(_REPO_CONFIGS / "demo.toml") if (_REPO_CONFIGS / "demo.toml").is_file() else None
+        from clinical_transfer.config import load_config
+
+        demo = load_config(args.config).demo
+        corpus = out.with_name(out.name + "_corpus")  # inputs stay outside the output folder (no audio out)
+        if not (corpus / "combined_data.csv").is_file():
+            write_demo_corpus(corpus, DemoConfig(n_participants=demo.n_participants, seed=demo.seed,
+                                                 duration_s=demo.duration_s), progress=not args.quiet)
+        args.data_root = str(corpus)
+    cfg = _resolve_config(args)
+    result = run_inventory(cfg, out, progress=not args.quiet)
+    _say(BANNER)
+    _say(summary_text(result))
+    _say(f"inventory written to {out}")
+    _say("not built yet: encoder scoring, SAE codes, statistics and the overlay report "
+         "(see the open issues); this run stops after the inventory.")
+    return 0

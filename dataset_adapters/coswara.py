@@ -1,0 +1,280 @@
+"""Coswara (IISc, CC BY 4.0): extracted folders *and* the published split ``.tar.gz.aa/.ab`` parts.
+
+Facts this adapter relies on (see ``shared/design`` and the corpus SOURCE notes):
+
+* metadata: ``combined_data.csv`` (36 columns; meanings in ``csv_labels_legend.json``);
+* participant -> date folder: the per-date CSVs (``date_csvs/YYYYMMDD.csv`` in a snapshot, or
+  ``YYYYMMDD/YYYYMMDD.csv`` in a clone) — *not* ``record_date``, which disagrees in most rows;
+* quality: ``annotations/<type>_labels.csv``, header literally ``FILENAME, QUALITY``;
+* audio: ``*/<id>/<type>.wav`` under any prefix (the oldest archive used ``data/``), or members of
+  the split archives, which are streamed and never extracted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from clinical_transfer.audio import AudioCheckConfig
+from clinical_transfer.errors import ClinicalTransferError
+from dataset_adapters import archive
+from dataset_adapters.base import RECORDING_COLUMNS
+from dataset_adapters.inventory import inspect
+from dataset_adapters.segments import COSWARA_TYPES, segment_of
+from dataset_adapters.tagger import TaggerConfig
+
+PUBLISHED_AT = "https://github.com/iiscleap/Coswara-Data"
+
+#: Legend columns answered True/False (symptoms, conditions) and y/n; blank means *unknown* in both.
+TRUE_FALSE_COLUMNS = (
+    "asthma", "cough", "smoker", "ht", "cold", "diabetes", "diarrhoea", "ihd", "bd", "st", "fever", "ftg", "mp",
+    "loss_of_smell", "cld", "pneumonia", "others_resp", "others_preexist",
+)
+YES_NO_COLUMNS = ("ep", "rU", "um", "ctScan")
+_BOOL_VALUES = {"true": True, "y": True, "yes": True, "false": False, "n": False, "no": False}
+_MEMBER = re.compile(r"(?:^|/)(?P<pid>[^/]+)/(?P<rtype>[^/]+)\.wav$")
+_DATE = re.compile(r"^(20\d{6})$")
+
+#: Normalised confound columns and the raw column each comes from.
+CONFOUNDS = {"age": "a", "sex": "g", "country": "l_c", "english_proficiency": "ep", "returning_user": "rU"}
+
+
+def normalise_metadata(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Normalise Coswara's ``combined_data.csv`` (read as strings); returns (table, notes).
+
+    Booleans become pandas' nullable ``boolean`` with blank -> <NA> (unknown, not False). ``smoker``
+    mixes True/False and y/n; both map. ``covid_status`` is kept raw and a binary ``covid_positive``
+    contrast is derived: ``positive_*`` -> True, ``healthy`` -> False, anything else -> <NA> (excluded
+    from that contrast, and counted in the notes).
+    """
+    if "id" not in raw.columns:
+        raise ClinicalTransferError(
+            f"combined_data.csv has no 'id' column (found: {', '.join(map(str, raw.columns[:8]))}...)",
+            "use the combined_data.csv published with Coswara (36 columns starting id,a,covid_status)",
+        )
+    notes: list[str] = []
+    df = pd.DataFrame({"participant_id": raw["id"].astype(str).str.strip()})
+    dup = int(df["participant_id"].duplicated().sum())
+    if dup:
+        raise ClinicalTransferError(f"combined_data.csv lists {dup} participant ids more than once",
+                                    "remove the duplicate rows")
+    for col in raw.columns:
+        if col == "id":
+            continue
+        values = raw[col].astype(str).str.strip()
+        if col in TRUE_FALSE_COLUMNS or col in YES_NO_COLUMNS:
+            mapped = values.str.lower().map(_BOOL_VALUES)
+            odd = values[(values != "") & mapped.isna()]
+            if len(odd):
+                notes.append(f"{col}: {len(odd)} value(s) {sorted(set(odd))} are not True/False/y/n -> unknown")
+            df[col] = mapped.astype("boolean")
+        elif col in ("a", "ctScore"):
+            num = pd.to_numeric(values.replace("", None), errors="coerce")
+            bad = int(((values != "") & num.isna()).sum())
+            if bad:
+                notes.append(f"{col}: {bad} non-numeric value(s) -> unknown")
+            df[col] = num.astype("Float64") if col == "ctScore" else num.round().astype("Int64")
+        else:
+            df[col] = values.replace("", None).astype("string")
+    if "testType" in df:
+        stray = int((df["testType"] == "False").sum())
+        if stray:
+            notes.append(f"testType: {stray} stray 'False' value(s) -> unknown")
+            df.loc[df["testType"] == "False", "testType"] = pd.NA
+    if "covid_status" in df:
+        status = df["covid_status"]
+        pos = status.str.startswith("positive_").fillna(False)
+        neg = (status == "healthy").fillna(False)
+        df["covid_positive"] = pd.array([True if p else False if n else pd.NA for p, n in zip(pos, neg)],
+                                        dtype="boolean")
+        excluded = int(df["covid_positive"].isna().sum())
+        notes.append(f"covid_positive: {int(pos.sum())} positive_* vs {int(neg.sum())} healthy; "
+                     f"{excluded} with other statuses excluded from that contrast")
+    return df.rename(columns={col: name for name, col in CONFOUNDS.items()}), notes
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except Exception as exc:
+        raise ClinicalTransferError(f"cannot read {path}: {exc}", "check that it is an intact CSV file") from exc
+
+
+def read_date_map(metadata_root: Path) -> dict[str, str]:
+    """participant id -> date folder, from ``date_csvs/*.csv`` or ``YYYYMMDD/YYYYMMDD.csv``."""
+    files = sorted(metadata_root.glob("date_csvs/*.csv")) or sorted(metadata_root.glob("2*/2*.csv"))
+    mapping: dict[str, str] = {}
+    for f in files:
+        if not _DATE.match(f.stem):
+            continue
+        ids = _read_csv(f).get("id")
+        if ids is None:
+            raise ClinicalTransferError(f"{f} has no 'id' column", "use the per-date CSVs published with Coswara")
+        for pid in ids.astype(str).str.strip():
+            mapping.setdefault(pid, f.stem)
+    return mapping
+
+
+def read_quality(metadata_root: Path) -> dict[str, int]:
+    """``<id>_<type>`` -> quality (0 bad, 1 good, 2 excellent) from the annotation CSVs."""
+    quality: dict[str, int] = {}
+    for f in sorted((metadata_root / "annotations").glob("*_labels.csv")):
+        df = _read_csv(f)
+        df.columns = [c.strip().upper() for c in df.columns]
+        if not {"FILENAME", "QUALITY"} <= set(df.columns):
+            raise ClinicalTransferError(f"{f} lacks the header 'FILENAME, QUALITY'",
+                                        "use the annotation CSVs published with Coswara")
+        q = pd.to_numeric(df["QUALITY"], errors="coerce")
+        quality.update({k: int(v) for k, v in zip(df["FILENAME"].str.strip(), q) if pd.notna(v)})
+    return quality
+
+
+class CoswaraAdapter:
+    """The Coswara corpus as a Recording table.
+
+    Parameters
+    ----------
+    data_root:
+        A clone of the Coswara repository (date folders with split archives), an extracted copy, or
+        any folder holding ``*/<id>/<type>.wav``.
+    metadata_root:
+        Folder with ``combined_data.csv``, the per-date CSVs and ``annotations/`` (default: data_root).
+    only_with_audio:
+        Keep only participants with at least one audio file under data_root (for partial copies such as
+        a single date folder); the number left out is recorded in :attr:`notes`.
+    """
+
+    name = "coswara"
+
+    def __init__(
+        self,
+        data_root: str | Path,
+        metadata_root: str | Path | None = None,
+        only_with_audio: bool = False,
+        audio_check: AudioCheckConfig = AudioCheckConfig(),
+        tagger: TaggerConfig = TaggerConfig(),
+    ):
+        self.data_root = Path(data_root)
+        self.metadata_root = Path(metadata_root) if metadata_root is not None else self.data_root
+        self.only_with_audio = only_with_audio
+        self.audio_check = audio_check
+        self.tagger = tagger
+        self.notes: list[str] = []
+        if not self.data_root.is_dir():
+            raise ClinicalTransferError(
+                f"data root {self.data_root} does not exist",
+                f"pass the folder of a Coswara clone ({PUBLISHED_AT}) or extracted copy, or run with --demo",
+            )
+        if not (self.metadata_root / "combined_data.csv").is_file():
+            raise ClinicalTransferError(
+                f"{self.metadata_root} is not a Coswara layout: combined_data.csv is missing",
+                "point --data-root at a Coswara clone (combined_data.csv, annotations/, date folders "
+                "20200413...20220224), or pass --metadata-root DIR for the folder that holds combined_data.csv",
+            )
+
+    # -- metadata ---------------------------------------------------------------------------------
+    def metadata(self) -> pd.DataFrame:
+        """One normalised row per participant, with ``wave`` (date folder) from the per-date CSVs."""
+        table, notes = normalise_metadata(_read_csv(self.metadata_root / "combined_data.csv"))
+        dates = read_date_map(self.metadata_root)
+        if not dates:
+            notes.append("no per-date CSVs found: wave taken from the folder the audio lies in")
+        table["wave"] = table["participant_id"].map(dates).astype("string")
+        unknown = sorted(set(dates) - set(table["participant_id"]))
+        if unknown:
+            notes.append(f"{len(unknown)} id(s) in per-date CSVs are not in combined_data.csv (ignored)")
+        self.notes = notes
+        return table
+
+    # -- audio discovery --------------------------------------------------------------------------
+    def _extracted(self) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        for path in sorted(self.data_root.rglob("*.wav")):
+            m = _MEMBER.search(path.as_posix())
+            if m and m["rtype"] in COSWARA_TYPES:
+                found.setdefault((m["pid"], m["rtype"]), str(path))
+        return found
+
+    def _archives(self) -> list[list[Path]]:
+        firsts = sorted(self.data_root.rglob("*.tar.gz.aa")) + sorted(self.data_root.rglob("*.tar.gz"))
+        out = []
+        for first in firsts:
+            stem = first.name.split(".tar.gz")[0]
+            parts = archive.split_parts(first.parent, stem)
+            if parts and parts[0] == first:
+                out.append(parts)
+        return out
+
+    def _archive_members(self, parts: list[Path]) -> Iterator[tuple[tuple[str, str], str, bytes]]:
+        key = archive.archive_key(parts)
+        for name, data in archive.iter_members(parts):
+            m = _MEMBER.search(name)
+            if m and m["rtype"] in COSWARA_TYPES:
+                yield (m["pid"], m["rtype"]), f"{key}{archive.ARCHIVE_SEP}{name}", data
+
+    # -- the Recording table ----------------------------------------------------------------------
+    def recordings(self, check_audio: bool = True, tag: bool = True, progress: bool = True) -> pd.DataFrame:
+        """Every expected recording of every participant, with its status and reason."""
+        meta = self.metadata()
+        extracted = self._extracted()
+        archives = self._archives()
+        if not extracted and not archives:
+            raise ClinicalTransferError(
+                f"no Coswara recordings under {self.data_root}",
+                "expected <date>/<id>/<type>.wav files or split archives <date>/<date>.tar.gz.aa, .ab, ...",
+            )
+        rows: dict[tuple[str, str], dict] = {}
+        known = set(meta["participant_id"])
+        bar = tqdm(desc="coswara inventory", unit="rec", disable=not progress)
+
+        def add(key: tuple[str, str], source: str, data: bytes | None) -> None:
+            if key in rows or key[0] not in known:
+                return
+            info = inspect(data, key[1], self.audio_check, tag) if check_audio else {
+                **inspect(None, key[1]), "status": "ok", "status_reason": "not validated (check_audio=False)"}
+            rows[key] = {"source": source, **info}
+            bar.update(1)
+
+        for key, path in extracted.items():
+            add(key, path, Path(path).read_bytes() if check_audio else None)
+        for parts in archives:
+            for key, source, data in self._archive_members(parts):
+                add(key, source, data)
+        bar.close()
+
+        stray = {k[0] for k in list(extracted)} - known
+        if stray:
+            self.notes.append(f"{len(stray)} participant folder(s) with audio are not in combined_data.csv (ignored)")
+        with_audio = {k[0] for k in rows}
+        participants = meta["participant_id"].tolist()
+        if self.only_with_audio:
+            left_out = len(participants) - len(with_audio)
+            participants = [p for p in participants if p in with_audio]
+            self.notes.append(f"only_with_audio: {left_out} participant(s) without any audio left out")
+        quality = read_quality(self.metadata_root)
+        missing = inspect(None, "", self.audio_check, False)
+        records = []
+        for pid in participants:
+            for rtype in COSWARA_TYPES:
+                info = rows.get((pid, rtype), {"source": None, **missing})
+                seg = segment_of(rtype)
+                records.append({
+                    "recording_id": f"{pid}_{rtype}", "participant_id": pid, "dataset": self.name,
+                    "recording_type": rtype, "segment_group": seg.segment_group, "task": seg.task,
+                    "prompted_task": seg.prompted_task, "quality": quality.get(f"{pid}_{rtype}"), **info,
+                })
+        table = pd.DataFrame.from_records(records)
+        for col in ("quality", "sample_rate_hz", "n_channels"):
+            table[col] = table[col].astype("Float64").round().astype("Int64")
+        table["tag_agreement"] = table["tag_agreement"].astype("boolean")
+        table = table.merge(meta, on="participant_id", how="left", validate="many_to_one")
+        if table["wave"].isna().any():  # fall back to the date folder the audio was found in
+            folder = table["source"].str.extract(r"(?:^|/)(20\d{6})/", expand=False)
+            table["wave"] = table["wave"].fillna(folder)
+        extra = [c for c in table.columns if c not in RECORDING_COLUMNS]
+        table = table[list(RECORDING_COLUMNS) + extra]
+        return table.sort_values(["participant_id", "recording_type"], kind="stable").reset_index(drop=True)
