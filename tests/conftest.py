@@ -1,0 +1,45 @@
+"""Shared fixtures: the real Coswara files in ../shared and small generated demo corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CLINICAL_TRANSFER_SHARED", REPO.parent / "shared"))
+COSWARA = SHARED / "data" / "coswara"
+SAMPLE = COSWARA / "sample"
+SAMPLE_ID = "zNNcSmfHhTbjLm5NcVmrOAf5C2j2"
+
+
+@pytest.fixture(scope="session")
+def coswara_dir() -> Path:
+    if not (COSWARA / "combined_data.csv").is_file():
+        pytest.fail(f"the real Coswara files are expected at {COSWARA} (../shared beside the repository)")
+    return COSWARA
+
+
+@pytest.fixture(scope="session")
+def demo_small(tmp_path_factory) -> Path:
+    """A 24-participant demo corpus in the extracted layout (all four faults included)."""
+    from dataset_adapters.demo import DemoConfig, write_demo_corpus
+
+    return write_demo_corpus(tmp_path_factory.mktemp("demo") / "corpus", DemoConfig(n_participants=24), progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_small_tar(tmp_path_factory) -> Path:
+    """The same corpus written as split tar parts (small parts, so members span part boundaries)."""
+    from dataset_adapters.demo import DemoConfig, write_demo_corpus
+
+    cfg = DemoConfig(n_participants=24, layout="split-tar", part_size_bytes=200_000)
+    return write_demo_corpus(tmp_path_factory.mktemp("demo_tar") / "corpus", cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_small_recordings(demo_small):
+    from dataset_adapters import get_adapter
+
+    return get_adapter("coswara", demo_small).recordings(progress=False)

@@ -1,0 +1,61 @@
+"""Audio validation: every failure becomes a status with a reason, never an exception."""
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from clinical_transfer.audio import AudioCheckConfig, check, load_mono
+
+
+def wav(y, sr=16000, subtype="PCM_16"):
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(y, np.float32), sr, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def tone(seconds, sr=16000, amp=0.5):
+    t = np.arange(int(seconds * sr)) / sr
+    return amp * np.sin(2 * np.pi * 220 * t)
+
+
+def test_ok_with_measures():
+    r = check(wav(tone(1.0)))
+    assert r.status == "ok" and r.reason == ""
+    m = r.measures
+    assert m.sample_rate_hz == 16000 and m.duration_s == pytest.approx(1.0)
+    assert m.peak_dbfs == pytest.approx(20 * np.log10(0.5), abs=0.01)
+    assert m.rms_dbfs == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.01)
+    assert m.silence_fraction == 0.0
+
+
+def test_silent_too_short_empty_nan_corrupt_clipped():
+    assert check(wav(np.zeros(16000))).status == "silent"
+    assert check(wav(1e-4 * tone(1.0))).status == "silent"  # -80 dBFS peak
+    short = check(wav(tone(0.2)))
+    assert (short.status, short.reason) == ("too_short", "0.200 s < minimum 0.5 s")
+    assert check(wav(np.zeros(0))).reason == "empty: 0 samples"
+    nan = tone(1.0)
+    nan[100] = np.nan
+    assert check(wav(nan, subtype="FLOAT")).reason == "audio contains NaN or infinite samples"
+    bad = check(b"RIFF\x00\x00\x00\x00WAVEfmt ")
+    assert bad.status == "unreadable" and bad.reason.startswith("cannot decode audio:")
+    assert "0x" not in bad.reason  # no memory addresses: reasons are deterministic
+    clipped = check(wav(np.clip(3 * tone(1.0), -1, 1)))
+    assert clipped.status == "ok" and clipped.reason.startswith("clipped: ")
+
+
+def test_threshold_config_is_used():
+    assert check(wav(tone(0.3)), AudioCheckConfig(min_duration_s=0.25)).status == "ok"
+
+
+def test_load_mono_resamples_48k_to_16k(tmp_path):
+    sr = 48000
+    stereo = np.stack([tone(1.0, sr), tone(1.0, sr)], axis=1)
+    p = tmp_path / "x.wav"
+    sf.write(p, stereo, sr)
+    y, out_sr = load_mono(p, 16000)
+    assert out_sr == 16000 and len(y) == 16000
+    spectrum = np.abs(np.fft.rfft(y))
+    assert np.argmax(spectrum) == 220  # 1 Hz bins: the 220 Hz tone survived resampling

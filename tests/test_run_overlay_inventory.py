@@ -1,0 +1,39 @@
+"""run-overlay on the demo corpus and on the real sample: the inventory stage end to end."""
+
+import pandas as pd
+
+from clinical_transfer.cli import main, run_overlay_main
+from clinical_transfer.guardrails import BANNER
+from tests.conftest import SAMPLE, SAMPLE_ID
+
+
+def small_demo_config(tmp_path):
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text("[guardrails]\nsalt = 'test'\n[demo]\nn_participants = 12\nduration_s = 1.5\n")
+    return cfg
+
+
+def test_run_overlay_demo_writes_a_guarded_inventory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_overlay_main(["--demo", "--quiet", "--config", str(small_demo_config(tmp_path)), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == BANNER
+    assert "status: ok 105, missing 1, unreadable 1, silent 1, too_short 0" in printed
+    inv = pd.read_csv(out / "inventory.csv", comment="#")
+    assert len(inv) == 12 * 9
+    assert inv["participant_id"].str.match(r"^p_[0-9a-f]{12}$").all()
+    assert not list(out.rglob("*.wav"))  # the corpus lives beside the output, never inside it
+    for f in out.rglob("*"):
+        if f.suffix in (".csv", ".json", ".md"):
+            assert BANNER in f.read_text(), f
+
+
+def test_real_sample_through_run_overlay(tmp_path, coswara_dir, capsys):
+    out = tmp_path / "run"
+    code = main(["inventory", "--quiet", "--data-root", str(SAMPLE), "--metadata-root", str(coswara_dir),
+                 "--only-with-audio", "--salt", "s", "--out", str(out)])
+    assert code == 0
+    text = "".join(p.read_text() for p in out.glob("*.csv")) + (out / "manifest.json").read_text()
+    assert SAMPLE_ID not in text  # raw corpus ids appear nowhere under the output folder
+    inv = pd.read_csv(out / "inventory.csv", comment="#")
+    assert inv["status"].value_counts().to_dict() == {"ok": 8, "missing": 1}
