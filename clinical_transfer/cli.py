@@ -66,6 +66,44 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stats(args: argparse.Namespace) -> int:
+    import hashlib
+
+    import pandas as pd
+
+    from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
+
+    feats_path, meta_path = Path(args.features), Path(args.meta)
+    for p, flag in ((feats_path, "--features"), (meta_path, "--meta")):
+        if not p.is_file():
+            raise ClinicalTransferError(f"{flag} file {p} does not exist", f"pass an existing file to {flag}")
+    try:
+        features = pd.read_parquet(feats_path)
+    except Exception as exc:
+        raise ClinicalTransferError(f"cannot read {feats_path} as Parquet: {exc}", "write the features with "
+                                    "DataFrame.to_parquet (a recording_id column plus one column per feature)") from exc
+    meta = pd.read_csv(meta_path, comment="#")
+
+    def split(v):
+        return [c.strip() for c in v.split(",") if c.strip()] if v else []
+
+    cfg = OverlayConfig(
+        confounds=split(args.confounds), group_col=args.group_col or None, cluster_col=args.cluster or None,
+        strata=split(args.strata) if args.strata is not None else None, permutations=args.permutations,
+        seed=args.seed, alpha=args.alpha, min_cell=args.min_cell, strict=not args.allow_small_groups,
+        positive_controls=split(args.positive_controls),
+    )
+    result = overlay(features, meta, LabelSpec(args.label, tuple(args.positive or ()), tuple(args.negative or ())),
+                     config=cfg)
+    result.manifest["inputs_sha256"] = {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in (feats_path, meta_path)}
+    result.write(args.out)
+    _say(BANNER)
+    _say(result.summary())
+    _say(f"overlay written to {args.out}")
+    return 0
+
+
 # -- config resolution ------------------------------------------------------------------------------
 def _resolve_config(args: argparse.Namespace):
     from clinical_transfer.config import load_config
@@ -128,6 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_cmd_inventory)
+
+    p = sub.add_parser("stats", help="confound-controlled correlate overlay of any feature table")
+    p.add_argument("--features", required=True, help="Parquet: recording_id + one numeric column per feature")
+    p.add_argument("--meta", required=True, help="CSV: recording_id, participant_id, label, confounds, group")
+    p.add_argument("--label", required=True, help="label column")
+    p.add_argument("--positive", nargs="+", help="label value(s) of the positive side (wildcards allowed)")
+    p.add_argument("--negative", nargs="+", help="label value(s) of the negative side")
+    p.add_argument("--confounds", default="", help="comma-separated confound columns, e.g. age,sex,wave")
+    p.add_argument("--group-col", default="segment_group", help="column whose groups are analysed apart ('' = none)")
+    p.add_argument("--cluster", default="participant_id", help="cluster column for robust SEs ('' = classical SEs)")
+    p.add_argument("--strata", default=None, help="comma-separated split variables (default: sex,age_band,wave,...)")
+    p.add_argument("--positive-controls", default="age,sex", help="labels run the same way as positive controls")
+    p.add_argument("--permutations", type=int, default=100, help="stratified permutations for the null (0 = none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=0.05, help="FDR level")
+    p.add_argument("--min-cell", type=int, default=10, help="suppress families with fewer participants on a side")
+    p.add_argument("--allow-small-groups", action="store_true", help="record unfittable groups as suppressed")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_stats)
     return parser
 
 

@@ -1,0 +1,6 @@
+"""Confound-controlled correlate statistics over many features at once (knows nothing of audio)."""
+
+from clinical_transfer.stats.design import LabelSpec
+from clinical_transfer.stats.overlay import OverlayConfig, OverlayResult, overlay
+
+__all__ = ["LabelSpec", "OverlayConfig", "OverlayResult", "overlay"]
