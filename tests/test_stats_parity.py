@@ -1,0 +1,106 @@
+"""The vectorised statistics equal the reference implementations (statsmodels, sklearn) to 1e-8."""
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.nonparametric import rank_compare_2indep
+
+from clinical_transfer.stats.association import associate, associate_designs, permutation_t
+from clinical_transfer.stats.design import confound_columns
+from clinical_transfer.stats.effects import rank_effects
+from tests.stats_data import clustered_table
+
+RTOL = 1e-8
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    n, G, m = 240, 70, 12
+    g = rng.integers(0, G, n)
+    x = (rng.random(G) < 0.4).astype(float)[g]  # participant-level label
+    import pandas as pd
+
+    meta = pd.DataFrame({"age": rng.normal(40, 12, n), "sex": rng.choice(["f", "m"], n),
+                         "wave": rng.choice(["a", "b", "c"], n), "dur": rng.gamma(2, 2, n)})
+    C, names = confound_columns(meta, ["age", "sex", "wave", "dur"])
+    assert names == ["age", "sex[m]", "wave[b]", "wave[c]", "dur"]
+    F = rng.normal(size=(n, m)) + 0.4 * x[:, None] + 0.3 * C[:, :1] + rng.normal(size=G)[g][:, None]
+    F[:, 0] += 100.0  # a large mean must not cost precision
+    return x, F, C, g
+
+
+def reference(x, F, C, g, cluster):
+    rows = []
+    X = np.column_stack([np.ones(len(x)), x] + ([C] if C is not None else []))
+    for j in range(F.shape[1]):
+        model = sm.OLS(F[:, j], X)
+        r = model.fit(cov_type="cluster", cov_kwds={"groups": g}, use_t=True) if cluster else model.fit()
+        rows.append((r.params[1], r.bse[1], r.tvalues[1], r.pvalues[1]))
+    return np.array(rows).T
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+@pytest.mark.parametrize("adjusted", [False, True])
+def test_ols_parity(data, cluster, adjusted):
+    x, F, C, g = data
+    C = C if adjusted else None
+    a = associate(x, F, C, g if cluster else None, chunk=5)
+    beta, se, t, p = reference(x, F, C, g, cluster)
+    np.testing.assert_allclose(a.beta, beta, rtol=RTOL)
+    np.testing.assert_allclose(a.se, se, rtol=RTOL)
+    np.testing.assert_allclose(a.t, t, rtol=RTOL)
+    np.testing.assert_allclose(a.p, p, rtol=RTOL)
+
+
+def test_float32_features_and_both_designs_in_one_pass(data):
+    x, F, C, g = data
+    F32 = F.astype(np.float32)
+    adj, raw = associate_designs(x, F32, [C, None], g)
+    beta, se, _, _ = reference(x, F32.astype(float), C, g, True)
+    np.testing.assert_allclose(adj.beta, beta, rtol=RTOL)
+    np.testing.assert_allclose(adj.se, se, rtol=RTOL)
+    np.testing.assert_allclose(raw.beta, reference(x, F32.astype(float), None, g, True)[0], rtol=RTOL)
+
+
+def test_permutation_t_equals_one_fit_per_permutation(data):
+    x, F, C, g = data
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.permutation(x) for _ in range(4)])
+    for cluster in (None, g):
+        T = permutation_t(X, F, C, cluster, max_block=1000)
+        for b in range(4):
+            np.testing.assert_allclose(T[b], associate(X[:, b], F, C, cluster).t, rtol=RTOL)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auroc_and_ci_equal_sklearn_and_statsmodels(dtype):
+    rng = np.random.default_rng(3)
+    n, m = 301, 30
+    y = rng.random(n) < 0.35
+    F = rng.normal(size=(n, m)) + 0.5 * y[:, None]
+    F[:, :10] = np.maximum(F[:, :10], 0.0)  # SAE-like: many exact zeros (ties)
+    F[:, 10:20] = np.round(F[:, 10:20])  # integer ties
+    F[:3, 20], F[3:6, 20] = -0.0, 0.0  # signed zeros tie
+    F = F.astype(dtype)
+    e = rank_effects(F, y, chunk=7)
+    for j in range(m):
+        ref = rank_compare_2indep(F[y, j], F[~y, j])
+        low, high = ref.conf_int()
+        assert e.auroc[j] == pytest.approx(roc_auc_score(y, F[:, j]), abs=1e-12)
+        assert e.auroc[j] == pytest.approx(ref.prob1, abs=1e-12)
+        assert (e.low[j], e.high[j]) == pytest.approx((low, high), abs=1e-10)
+    np.testing.assert_allclose(e.cliffs_delta, 2 * e.auroc - 1)
+
+
+def test_q_values_equal_multipletests_bh():
+    from clinical_transfer.stats import overlay
+
+    features, meta = clustered_table(n_participants=120, m=25, effect={0: 0.8, 1: 0.5})
+    res = overlay(features, meta, "st", ["sex", "age", "wave"], permutations=0, positive_controls=[])
+    for _, fam in res.overlay.groupby("segment_group"):
+        np.testing.assert_allclose(fam["q_adj"], multipletests(fam["p_adj"], method="fdr_bh")[1], rtol=1e-12)
+        np.testing.assert_allclose(fam["q_raw"], multipletests(fam["p_raw"], method="fdr_bh")[1], rtol=1e-12)
+        np.testing.assert_allclose(fam["q_adj_by"], multipletests(fam["p_adj"], method="fdr_by")[1], rtol=1e-12)
