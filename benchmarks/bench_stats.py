@@ -40,13 +40,11 @@ def make_data(P: int, reps: int, m: int, seed: int = 0):
 def vectorised(label, F, conf, pid):
     from statsmodels.stats.multitest import multipletests
 
-    from clinical_transfer.stats.association import associate_designs
-    from clinical_transfer.stats.effects import rank_effects
+    from clinical_transfer.stats.overlay import core_statistics
 
-    adj, raw = associate_designs(label, F, [conf, None], pid)
+    adj, raw, eff = core_statistics(label, F, conf, pid, binary=True)
     q_adj = multipletests(adj.p, method="fdr_bh")[1]
     q_raw = multipletests(raw.p, method="fdr_bh")[1]
-    eff = rank_effects(F, label == 1)
     return adj, raw, q_adj, q_raw, eff
 
 

@@ -20,7 +20,7 @@ from scipy import sparse, stats
 
 from clinical_transfer.errors import ClinicalTransferError
 
-DEFAULT_CHUNK = 2048
+DEFAULT_CHUNK = 512  # columns per pass: a float64 chunk stays in cache across the passes
 
 
 @dataclass(frozen=True)
@@ -118,18 +118,23 @@ def associate_designs(
         if G < 2:
             raise ClinicalTransferError("cluster-robust SEs need at least 2 clusters", "pass more participants")
     designs = [_design(x, C, codes, G) for C in confound_sets]
+    # One GEMM per chunk gives every design's QᵀF and x̃ᵀF; one sparse product every cluster score.
+    M = np.column_stack([d.Q for d in designs] + [d.xt for d in designs])
+    q_rows = np.cumsum([0] + [d.Q.shape[1] for d in designs])
+    x_row0 = int(q_rows[-1])
+    W_all = sparse.vstack([d.W for d in designs]).tocsr() if codes is not None else None
+    mu = np.asarray(F.mean(axis=0, dtype=np.float64))
     out = [(np.empty(m), np.empty(m), np.empty(m)) for _ in designs]  # beta, se, rss
     for lo in range(0, m, chunk):
         hi = min(lo + chunk, m)
-        Fc = np.array(F[:, lo:hi], dtype=np.float64, order="C")
-        Fc -= Fc.mean(axis=0)
+        Fc = np.empty((n, hi - lo))  # float64, C order: converted and centred in one pass
+        np.subtract(F[:, lo:hi], mu[lo:hi], out=Fc)
         sq = np.einsum("ij,ij->j", Fc, Fc)
-        WF = None
-        if codes is not None:  # one sparse product for every design
-            WF = sparse.vstack([d.W for d in designs]).tocsr() @ Fc
+        MF = M.T @ Fc
+        WF = W_all @ Fc if W_all is not None else None
         for k, (d, (beta, se, rss)) in enumerate(zip(designs, out)):
-            QF = d.Q.T @ Fc
-            bc = (d.xt @ Fc) / d.sxx
+            QF = MF[q_rows[k] : q_rows[k + 1]]
+            bc = MF[x_row0 + k] / d.sxx
             beta[lo:hi] = bc
             rss[lo:hi] = np.maximum(sq - np.einsum("ij,ij->j", QF, QF) - bc * bc * d.sxx, 0.0)
             if codes is None:

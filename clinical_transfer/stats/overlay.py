@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,24 @@ def _suppressed_rows(label: str, contrast: str, group: str, names: list[str], ro
     return df
 
 
+def core_statistics(x: np.ndarray, F: np.ndarray, C: np.ndarray | None, clusters: np.ndarray | None,
+                    binary: bool, alpha: float = 0.05):
+    """Adjusted and unadjusted association plus (binary labels) rank effects of every feature.
+
+    The rank effects (SIMD sort + compiled pass, GIL-free) run on one core while the association runs
+    on the other. BLAS is held to one thread meanwhile: its spinning threads would otherwise fight
+    the sort for the cores (measured: 3.6 s concurrent vs 4.4 s one after the other, 5.4 s unlimited).
+    """
+    from threadpoolctl import threadpool_limits
+
+    if not binary:
+        return (*associate_designs(x, F, [C, None], clusters), None)
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(max_workers=1) as pool:
+        eff = pool.submit(rank_effects, F, x == 1, alpha, workers=1)
+        adj, raw = associate_designs(x, F, [C, None], clusters)
+        return adj, raw, eff.result()
+
+
 def _family_table(fam: Family, F: np.ndarray, names: list[str], cfg: OverlayConfig, role: str,
                   full: bool) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """Fit one family; returns (overlay rows, split rows, control records)."""
@@ -164,7 +183,7 @@ def _family_table(fam: Family, F: np.ndarray, names: list[str], cfg: OverlayConf
         return _suppressed_rows(fam.label, fam.contrast, fam.segment_group, names, role, note), pd.DataFrame(), []
     C, _ = confound_columns(fam.meta, fam.confounds)
     clusters = fam.participants if cfg.cluster_col else None
-    adj, raw = associate_designs(fam.x, F, [C, None], clusters)
+    adj, raw, eff = core_statistics(fam.x, F, C, clusters, fam.binary, cfg.alpha)
     df = pd.DataFrame({"label": fam.label, "contrast": fam.contrast, "segment_group": fam.segment_group,
                        "feature": names, "role": role})
     df["n_participants_pos"], df["n_participants_neg"] = n_pos, n_neg
@@ -177,8 +196,7 @@ def _family_table(fam: Family, F: np.ndarray, names: list[str], cfg: OverlayConf
         df["attenuation"] = 1.0 - adj.beta / raw.beta
     df["partial_r"] = adj.partial_r
     df["cohen_d_adj"] = adj.cohen_d if fam.binary else np.nan
-    if fam.binary:
-        eff = rank_effects(F, fam.x == 1, alpha=cfg.alpha)
+    if eff is not None:
         df["auroc"], df["auroc_low"], df["auroc_high"], df["cliffs_delta"] = eff.auroc, eff.low, eff.high, eff.cliffs_delta
     else:
         df[["auroc", "auroc_low", "auroc_high", "cliffs_delta"]] = np.nan
