@@ -1,0 +1,144 @@
+"""Frame-level hidden-state dumps: what SAE training and held-out evaluation read.
+
+Layout of a dump folder::
+
+    manifest.json        encoder (name, id, layer + convention, width, frames/s), dtype, splits, shards
+    train_00000.npy ...  (tokens, width) arrays, one split per shard
+    heldout_00000.npy ...
+
+Why split by participant: held-out FVE must measure tokens of people the SAE never saw, otherwise a
+speaker-identity encoder makes the held-out set look easier than it is. Shards are read memory-mapped,
+so a dump larger than RAM can still be sampled from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from clinical_transfer.audio import load_mono
+from clinical_transfer.errors import ClinicalTransferError
+
+FORMAT = "clinical-transfer-activations/1"
+
+
+def heldout_participants(participants: pd.Series, fraction: float, seed: int) -> set:
+    """A stable, seeded choice of held-out participants (by hash, independent of row order)."""
+    ids = sorted(set(participants.astype(str)))
+    score = {p: int(hashlib.sha256(f"{seed}:{p}".encode()).hexdigest()[:12], 16) / 16**12 for p in ids}
+    return {p for p in ids if score[p] < fraction}
+
+
+def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout_fraction: float = 0.2,
+                     seed: int = 0, shard_tokens: int = 250_000, dtype: str = "float16", batch: int = 16,
+                     progress: bool = True) -> Path:
+    """Run ``encoder`` over the ``ok`` recordings and write a dump (see module docstring)."""
+    from dataset_adapters.archive import read_sources
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ok = recordings[recordings["status"] == "ok"].sort_values("recording_id", kind="stable")
+    held = heldout_participants(ok["participant_id"], heldout_fraction, seed)
+    split_of = {r: ("heldout" if p in held else "train") for r, p in zip(ok["source"], ok["participant_id"].astype(str))}
+    buffers: dict[str, list[np.ndarray]] = {"train": [], "heldout": []}
+    shards: list[dict] = []
+    counts = {"train": 0, "heldout": 0}
+
+    def flush(split: str, force: bool = False) -> None:
+        while buffers[split] and (force or sum(len(b) for b in buffers[split]) >= shard_tokens):
+            arr = np.concatenate(buffers[split]).astype(dtype)
+            take, rest = arr[:shard_tokens], arr[shard_tokens:]
+            name = f"{split}_{sum(s['split'] == split for s in shards):05d}.npy"
+            np.save(out / name, take)
+            shards.append({"file": name, "split": split, "n_tokens": int(len(take)),
+                           "sha256": hashlib.sha256((out / name).read_bytes()).hexdigest()})
+            buffers[split] = [rest] if len(rest) else []
+            if force and not len(rest):
+                break
+
+    pending: list[tuple[str, np.ndarray]] = []
+    bar = tqdm(total=len(ok), desc=f"activations ({encoder.name})", unit="rec", disable=not progress)
+
+    def run(items):
+        states = encoder.hidden_states([y for _, y in items])
+        for (src, _), s in zip(items, states):
+            split = split_of[src]
+            buffers[split].append(s.numpy())
+            counts[split] += 1
+            flush(split)
+        bar.update(len(items))
+
+    for src, data in read_sources(ok["source"].tolist()):
+        if data is None:
+            continue
+        y, _ = load_mono(data, encoder.sample_rate)
+        pending.append((src, y))
+        if len(pending) >= batch:
+            run(pending)
+            pending = []
+    if pending:
+        run(pending)
+    bar.close()
+    for split in buffers:
+        flush(split, force=True)
+    manifest = {
+        "format": FORMAT, "encoder": encoder.name, "encoder_id": encoder.id(), "layer": encoder.layer,
+        "layer_convention": encoder.layer_convention, "width": encoder.width,
+        "frames_per_second": encoder.frames_per_second, "dtype": dtype, "heldout_fraction": heldout_fraction,
+        "seed": seed, "n_recordings": counts, "shards": shards,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+class TokenArray:
+    """Rows of several memory-mapped shards addressed as one (tokens, width) array."""
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self.arrays = arrays
+        self.offsets = np.cumsum([0] + [len(a) for a in arrays])
+        self.shape = (int(self.offsets[-1]), int(arrays[0].shape[1]) if arrays else 0)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
+        shard = np.searchsorted(self.offsets, idx, side="right") - 1
+        out = np.empty((len(idx), self.shape[1]), dtype=np.float32)
+        for s in np.unique(shard):
+            sel = shard == s
+            out[sel] = self.arrays[s][idx[sel] - self.offsets[s]]
+        return torch.from_numpy(out)
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """All rows in order, as float32 batches (for evaluation)."""
+        for a in self.arrays:
+            for lo in range(0, len(a), batch_size):
+                yield torch.from_numpy(np.asarray(a[lo : lo + batch_size], dtype=np.float32))
+
+
+class ActivationDump:
+    """Reader of a dump folder."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        path = self.folder / "manifest.json"
+        if not path.is_file():
+            raise ClinicalTransferError(f"{self.folder} is not an activation dump (no manifest.json)",
+                                        "create one with: clinical-transfer activations ... --out DIR")
+        self.manifest = json.loads(path.read_text())
+
+    def split(self, name: str) -> TokenArray:
+        files = [s["file"] for s in self.manifest["shards"] if s["split"] == name]
+        if not files:
+            raise ClinicalTransferError(f"the activation dump {self.folder} has no {name!r} tokens",
+                                        "dump more recordings, or use a smaller --heldout-fraction")
+        return TokenArray([np.load(self.folder / f, mmap_mode="r") for f in files])
