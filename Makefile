@@ -15,16 +15,22 @@ $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_C) -e '.[test]'
 	touch $@
 
+# The peer SAE libraries (sae-lens, eai-sparsify) are test oracles only: installed for `make test`.
+$(BIN)/.peers: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_C) -e '.[test,peers]'
+	touch $@
+
 env: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	$(BIN)/run-overlay --demo --out $(DEMO_OUT)
 
-test: $(BIN)/.installed
+test: $(BIN)/.peers
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_stats.py
+	$(BIN)/python benchmarks/bench_sae.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -104,6 +104,59 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_activations(args: argparse.Namespace) -> int:
+    from clinical_transfer.activations import dump_activations
+    from clinical_transfer.encoders import get_encoder
+    from clinical_transfer.inventory_stage import run_inventory
+
+    cfg = _resolve_config(args)
+    out = Path(args.out)
+    result = run_inventory(cfg, out / "inventory", progress=not args.quiet)
+    encoder = get_encoder(args.encoder, layer=args.layer)
+    dump_activations(result.recordings, encoder, out, args.heldout_fraction, cfg.seed, progress=not args.quiet)
+    _say(f"activations of {encoder.name} layer {encoder.layer} written to {out}")
+    return 0
+
+
+def _cmd_train_sae(args: argparse.Namespace) -> int:
+    from clinical_transfer.activations import ActivationDump
+    from clinical_transfer.sae.train import TrainConfig, train_topk
+
+    dump = ActivationDump(args.activations)
+    cfg = TrainConfig(expansion=args.expansion, k=args.k, batch_size=args.batch_size, steps=args.steps,
+                      lr=args.lr, seed=args.seed, val_every=args.val_every)
+    heldout = dump.split("heldout") if any(s["split"] == "heldout" for s in dump.manifest["shards"]) else None
+    train_topk(dump.split("train"), heldout, args.out, cfg, progress=not args.quiet)
+    _say(f"SAE written to {Path(args.out) / 'sae.pt'} (summary.json, train/validation_metrics.jsonl beside it)")
+    return 0
+
+
+def _cmd_eval_sae(args: argparse.Namespace) -> int:
+    from clinical_transfer.activations import ActivationDump
+    from clinical_transfer.sae.evaluate import evaluate, write_eval
+    from clinical_transfer.sae.formats import load_sae
+
+    dump = ActivationDump(args.activations)
+    sae = load_sae(args.sae, k=args.k, d_in_expected=int(dump.manifest["width"]))
+    summary, density = evaluate(sae, dump.split(args.split).batches(4096))
+    path = write_eval(summary, density, args.out, {"sae": str(args.sae), "activations": str(args.activations),
+                                                   "split": args.split, "encoder": dump.manifest["encoder"],
+                                                   "layer": dump.manifest["layer"]})
+    _say(BANNER)
+    _say(f"held-out tokens {summary.n_tokens}: FVE {summary.fve:.4f}  normalised L2 {summary.normalized_l2:.4f}  "
+         f"L0 {summary.l0:.1f}  dead {summary.dead_fraction:.1%}")
+    _say(f"written to {path}")
+    return 0
+
+
+def _cmd_build_default_sae(args: argparse.Namespace) -> int:
+    from clinical_transfer.default_sae import build_default_sae
+
+    folder = build_default_sae(Path(args.out) if args.out else None, work=Path(args.work), progress=not args.quiet)
+    _say(f"default SAE written to {folder}")
+    return 0
+
+
 # -- config resolution ------------------------------------------------------------------------------
 def _resolve_config(args: argparse.Namespace):
     from clinical_transfer.config import load_config
@@ -185,6 +238,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-small-groups", action="store_true", help="record unfittable groups as suppressed")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser("activations", help="dump frame-level encoder states (for SAE training and evaluation)")
+    _add_data_args(p)
+    p.add_argument("--encoder", default="ge2e")
+    p.add_argument("--layer", type=int, default=3)
+    p.add_argument("--heldout-fraction", type=float, default=0.2, help="share of participants held out")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_activations)
+
+    p = sub.add_parser("train-sae", help="train a TopK SAE on an activation dump")
+    p.add_argument("--activations", required=True, help="activation dump folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--expansion", type=int, default=8)
+    p.add_argument("--k", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(d_sae / 16384)")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train_sae)
+
+    p = sub.add_parser("eval-sae", help="held-out FVE, normalised L2, L0, dead fraction of an SAE")
+    p.add_argument("--sae", required=True, help="checkpoint file or folder (pt, SAELens, sparsify, dictionary_learning)")
+    p.add_argument("--activations", required=True, help="activation dump folder")
+    p.add_argument("--split", default="heldout")
+    p.add_argument("--k", type=int, default=None, help="TopK k when the checkpoint does not say")
+    p.add_argument("--out", required=True, help="writes OUT/test_eval/summary.json")
+    p.set_defaults(func=_cmd_eval_sae)
+
+    p = sub.add_parser("build-default-sae", help="regenerate the embedded default SAE (demo corpus, GE2E layer 3)")
+    p.add_argument("--out", default=None, help="default: the package's own folder")
+    p.add_argument("--work", default="runs/default_sae_build", help="scratch folder for corpus and states")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_build_default_sae)
     return parser
 
 
