@@ -1,0 +1,182 @@
+"""Per-recording SAE scores: a content-addressed cache and a sparse, deterministic score store.
+
+Cache: one file per (audio SHA-256, encoder id, layer, SAE hash, aggregation version) under
+``cache/<key[:2]>/<key>.npz``, written atomically (temporary file + rename). A re-run, or a run that was
+killed midway, finds finished recordings there and does no encoder work for them.
+
+Store (a folder): ``index.parquet`` (pseudonymous recording and participant ids, segment group,
+recording type, frames) and one CSR structure over (recordings x SAE features) shared by the three
+aggregates — ``indptr.npy``, ``indices.npy``, ``mean.npy``, ``frac_active.npy``, ``max.npy`` — plus
+``manifest.json``. Plain ``.npy`` files (no zip timestamps) keep a store byte-identical across runs.
+Scores are per-recording activations: they stay private to the run and are never exported by reporting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from clinical_transfer import guardrails
+from clinical_transfer.errors import ClinicalTransferError
+
+AGGREGATION = "mean,frac_active,max/v1"
+AGGREGATES = ("mean", "frac_active", "max")
+
+
+def cache_key(audio_sha256: str, encoder_id: str, layer: int, sae_hash: str, aggregation: str = AGGREGATION) -> str:
+    return hashlib.sha256(f"{audio_sha256}|{encoder_id}|{layer}|{sae_hash}|{aggregation}".encode()).hexdigest()
+
+
+@dataclass
+class RecordingScores:
+    """Sparse aggregates of one recording: active feature ids and their mean / frac_active / max."""
+
+    features: np.ndarray  # int32, sorted
+    mean: np.ndarray
+    frac_active: np.ndarray
+    max: np.ndarray
+    n_frames: int
+
+
+def aggregate(indices: np.ndarray, values: np.ndarray, d_sae: int) -> RecordingScores:
+    """Aggregate TopK codes (T, k) of one recording over its frames (zeros count as inactive)."""
+    T = int(indices.shape[0])
+    idx = indices.reshape(-1).astype(np.int64)
+    val = values.reshape(-1).astype(np.float64)
+    keep = val > 0
+    idx, val = idx[keep], val[keep]
+    total = np.bincount(idx, weights=val, minlength=d_sae)
+    count = np.bincount(idx, minlength=d_sae)
+    peak = np.zeros(d_sae)
+    np.maximum.at(peak, idx, val)
+    feats = np.flatnonzero(count).astype(np.int32)
+    n = max(T, 1)
+    return RecordingScores(feats, (total[feats] / n).astype(np.float32), (count[feats] / n).astype(np.float32),
+                           peak[feats].astype(np.float32), T)
+
+
+class ScoreCache:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> RecordingScores | None:
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        with np.load(p) as z:
+            return RecordingScores(z["features"], z["mean"], z["frac_active"], z["max"], int(z["n_frames"]))
+
+    def put(self, key: str, s: RecordingScores) -> None:
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, features=s.features, mean=s.mean, frac_active=s.frac_active, max=s.max, n_frames=s.n_frames)
+        tmp = p.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, p)  # atomic: a killed run never leaves a half-written entry
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_store(folder: str | Path, index: pd.DataFrame, scores: list[RecordingScores], d_sae: int,
+                manifest: dict) -> Path:
+    """Write rows in the order given (callers sort by pseudonymous recording id)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    indptr = np.zeros(len(scores) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(s.features) for s in scores])
+    arrays = {"indptr": indptr,
+              "indices": np.concatenate([s.features for s in scores]) if scores else np.zeros(0, np.int32)}
+    for name in AGGREGATES:
+        arrays[name] = np.concatenate([getattr(s, name) for s in scores]) if scores else np.zeros(0, np.float32)
+    for name, arr in arrays.items():
+        np.save(folder / f"{name}.npy", arr)
+    guardrails.write_table(index.reset_index(drop=True), folder / "index", formats=("parquet",))
+    files = {f"{n}.npy": _sha(folder / f"{n}.npy") for n in arrays} | {"index.parquet": _sha(folder / "index.parquet")}
+    guardrails.write_json({**manifest, "d_sae": d_sae, "n_recordings": len(scores), "aggregation": AGGREGATION,
+                           "files_sha256": files}, folder / "manifest.json")
+    return folder
+
+
+class ScoreStore:
+    """Reader: the index and each aggregate as a scipy CSR matrix (recordings x features)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not (self.folder / "manifest.json").is_file():
+            raise ClinicalTransferError(f"{self.folder} is not a score store (no manifest.json)",
+                                        "create one with: clinical-transfer extract ... --out DIR")
+        self.manifest = json.loads((self.folder / "manifest.json").read_text())
+        self.index = pd.read_parquet(self.folder / "index.parquet")
+
+    def matrix(self, aggregate: str = "mean") -> sparse.csr_matrix:
+        if aggregate not in AGGREGATES:
+            raise ClinicalTransferError(f"unknown aggregate {aggregate!r}", f"use one of: {', '.join(AGGREGATES)}")
+        load = lambda n: np.load(self.folder / f"{n}.npy")  # noqa: E731
+        return sparse.csr_matrix((load(aggregate), load("indices"), load("indptr")),
+                                 shape=(len(self.index), int(self.manifest["d_sae"])))
+
+    def scores(self, row: int) -> RecordingScores:
+        ip = np.load(self.folder / "indptr.npy")
+        sl = slice(ip[row], ip[row + 1])
+        get = lambda n: np.load(self.folder / f"{n}.npy")[sl]  # noqa: E731
+        return RecordingScores(get("indices"), get("mean"), get("frac_active"), get("max"),
+                               int(self.index["n_frames"].iloc[row]))
+
+
+def merge_stores(shards: list[str | Path], out: str | Path) -> Path:
+    """Join shard stores into one store identical to an unsharded run; refuse overlaps and gaps."""
+    stores = [ScoreStore(s) for s in shards]
+    if not stores:
+        raise ClinicalTransferError("no shard folders given", "pass every shard folder of the run")
+    specs = [tuple(s.manifest.get("shard", (0, 1))) for s in stores]
+    n = {sp[1] for sp in specs}
+    if len(n) != 1:
+        raise ClinicalTransferError(f"shards come from different splits (N = {sorted(n)})", "merge shards of one run")
+    N = n.pop()
+    seen = [sp[0] for sp in specs]
+    dup = sorted({i for i in seen if seen.count(i) > 1})
+    if dup:
+        raise ClinicalTransferError(f"shard(s) {', '.join(f'{i}/{N}' for i in dup)} given more than once (overlap)",
+                                    "pass each shard folder once")
+    missing = sorted(set(range(N)) - set(seen))
+    if missing:
+        raise ClinicalTransferError(f"shard(s) {', '.join(f'{i}/{N}' for i in missing)} missing",
+                                    "run the missing shards with --shard i/N, then merge all of them")
+    keys = ("encoder_id", "layer", "sae_sha256", "aggregation", "d_sae", "salt_sha256")
+    for s in stores[1:]:
+        for k in keys:
+            if s.manifest.get(k) != stores[0].manifest.get(k):
+                raise ClinicalTransferError(f"shards disagree on {k}", "merge shards made with the same encoder, SAE and salt")
+    index = pd.concat([s.index for s in stores], ignore_index=True)
+    scores = [s.scores(r) for s in stores for r in range(len(s.index))]
+    order = np.argsort(index["recording_id"].to_numpy(), kind="stable")
+    manifest = {k: v for k, v in stores[0].manifest.items() if k not in ("files_sha256", "n_recordings", "shard",
+                                                                        guardrails.BANNER_KEY, "run_summary")}
+    manifest["shard"] = (0, 1)
+    manifest["run_summary"] = _sum_summaries([s.manifest.get("run_summary", {}) for s in stores])
+    return write_store(out, index.iloc[order], [scores[i] for i in order], int(stores[0].manifest["d_sae"]), manifest)
+
+
+def _sum_summaries(parts: list[dict]) -> dict:
+    out: dict = {}
+    for p in parts:
+        for k, v in p.items():
+            if isinstance(v, dict):
+                out[k] = _sum_summaries([out.get(k, {}), v])
+            elif isinstance(v, (int, float)):
+                out[k] = out.get(k, 0) + v
+    return out
