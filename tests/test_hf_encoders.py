@@ -1,0 +1,114 @@
+"""transformers backends on tiny random-initialised models built from configs (offline, no download).
+
+These models are test doubles for the *code path*; nothing they produce is a result.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from clinical_transfer.encoders import get_encoder
+from clinical_transfer.errors import ClinicalTransferError
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tmp_path_factory):
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+    cfg = Gemma4UnifiedConfig(
+        text_config=dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                         intermediate_size=37, vocab_size=99, num_hidden_layers=6,
+                         layer_types=["sliding_attention"] * 5 + ["full_attention"], sliding_window=512,
+                         max_position_embeddings=512, bos_token_id=2, pad_token_id=0),
+        audio_config={"audio_embed_dim": 32}, vision_config=None, audio_token_id=7, boa_token_id=5,
+        eoa_token_index=6, image_token_id=8, video_token_id=9)
+    torch.manual_seed(0)
+    model = Gemma4UnifiedForConditionalGeneration(cfg).eval()
+    path = tmp_path_factory.mktemp("gemma")
+    model.save_pretrained(path)
+    return path, model
+
+
+def reference_states(model, y, layer, token=32):
+    n = int(np.ceil(len(y) / token))
+    feats = torch.from_numpy(np.pad(y, (0, n * token - len(y))).reshape(1, n, token).astype(np.float32))
+    ids = torch.tensor([[2, 5] + [7] * n + [6]])
+    with torch.no_grad():
+        out = model.model(input_ids=ids, input_features=feats, input_features_mask=torch.ones(1, n, dtype=torch.bool),
+                          output_hidden_states=True)
+    return out.hidden_states[layer][0, 2 : 2 + n]
+
+
+@pytest.mark.parametrize("layer", [1, 3, 5])
+def test_gemma_truncated_capture_equals_output_hidden_states(tiny_gemma, layer):
+    path, model = tiny_gemma
+    enc = get_encoder("gemma", model=str(path), layer=layer)
+    assert len(enc.model.language_model.layers) == layer  # later layers never built or loaded
+    y = np.random.default_rng(layer).normal(0, 0.1, 32 * 9 + 5).astype(np.float32)
+    got = enc.hidden_states([y])[0]
+    assert got.shape == (10, 32)
+    torch.testing.assert_close(got, reference_states(model, y, layer), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_gemma_audio_positions_with_padding_on_either_side(tiny_gemma, side):
+    path, model = tiny_gemma
+    enc = get_encoder("gemma", model=str(path), layer=4)
+    enc.padding_side = side
+    rng = np.random.default_rng(7)
+    short, long = rng.normal(0, 0.1, 32 * 3).astype(np.float32), rng.normal(0, 0.1, 32 * 11).astype(np.float32)
+    a, b = enc.hidden_states([long, short])
+    assert a.shape == (11, 32) and b.shape == (3, 32)
+    torch.testing.assert_close(b, reference_states(model, short, 4), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a, reference_states(model, long, 4), atol=1e-5, rtol=1e-5)
+
+
+def test_gemma_layer_out_of_range(tiny_gemma):
+    with pytest.raises(ClinicalTransferError, match="layer 7 does not exist: the decoder has layers 1..6"):
+        get_encoder("gemma", model=str(tiny_gemma[0]), layer=7)
+
+
+def test_whisper_encoder_masks_the_30s_padding(tmp_path):
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(d_model=16, encoder_layers=2, encoder_attention_heads=2, decoder_layers=1,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
+                        vocab_size=100, max_source_positions=1500, max_target_positions=32, pad_token_id=0,
+                        bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    WhisperModel(cfg).eval().save_pretrained(tmp_path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path)
+    enc = get_encoder("hf-encoder", model=str(tmp_path), layer=2)
+    y = np.random.default_rng(0).normal(0, 0.1, 16000 * 3).astype(np.float32)  # 3 s
+    states = enc.hidden_states([y])[0]
+    assert states.shape == (150, 16)  # 50 frames/s of real audio, not 1,500 frames of padding
+    model = WhisperModel.from_pretrained(tmp_path).get_encoder().eval()
+    feats = WhisperFeatureExtractor(feature_size=80)(y, sampling_rate=16000, return_tensors="pt")["input_features"]
+    with torch.no_grad():
+        ref = model(feats, output_hidden_states=True).hidden_states[2][0, :150]
+    torch.testing.assert_close(states, ref)
+
+
+def test_wav2vec2_encoder_frames_and_layer(tmp_path):
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                         conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    Wav2Vec2Model(cfg).eval().save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor(return_attention_mask=False).save_pretrained(tmp_path)
+    enc = get_encoder("hf-encoder", model=str(tmp_path), layer=1)
+    y = np.random.default_rng(1).normal(0, 0.1, 16000).astype(np.float32)
+    states = enc.hidden_states([y])[0]
+    assert states.shape == (49, 16)  # conv strides 5*2^6 = 320 samples: 49 frames in 1 s
+    model = Wav2Vec2Model.from_pretrained(tmp_path).eval()
+    x = Wav2Vec2FeatureExtractor()(y, sampling_rate=16000, return_tensors="pt")["input_values"]
+    with torch.no_grad():
+        torch.testing.assert_close(states, model(x, output_hidden_states=True).hidden_states[1][0])
+
+
+def test_missing_model_folder(tmp_path):
+    with pytest.raises(ClinicalTransferError, match="not a local transformers model folder"):
+        get_encoder("hf-encoder", model=str(tmp_path), layer=1)
+    with pytest.raises(ClinicalTransferError, match="needs a local model folder"):
+        get_encoder("gemma")
