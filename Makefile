@@ -31,6 +31,7 @@ test: $(BIN)/.peers
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_sae.py
+	$(BIN)/python benchmarks/bench_scoring.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -112,7 +112,7 @@ def _cmd_activations(args: argparse.Namespace) -> int:
     cfg = _resolve_config(args)
     out = Path(args.out)
     result = run_inventory(cfg, out / "inventory", progress=not args.quiet)
-    encoder = get_encoder(args.encoder, layer=args.layer)
+    encoder = get_encoder(args.encoder, model=args.model, layer=args.layer)
     dump_activations(result.recordings, encoder, out, args.heldout_fraction, cfg.seed, progress=not args.quiet)
     _say(f"activations of {encoder.name} layer {encoder.layer} written to {out}")
     return 0
@@ -146,6 +146,62 @@ def _cmd_eval_sae(args: argparse.Namespace) -> int:
     _say(f"held-out tokens {summary.n_tokens}: FVE {summary.fve:.4f}  normalised L2 {summary.normalized_l2:.4f}  "
          f"L0 {summary.l0:.1f}  dead {summary.dead_fraction:.1%}")
     _say(f"written to {path}")
+    return 0
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ClinicalTransferError("--device cuda was asked for but no CUDA device is available", "use --device cpu or auto")
+    return name
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ClinicalTransferError(f"--shard {text!r} is not of the form i/N", "write e.g. --shard 0/4") from None
+    if not 0 <= i < n:
+        raise ClinicalTransferError(f"--shard {text} does not exist", "use 0 <= i < N, e.g. --shard 0/4 ... 3/4")
+    return i, n
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from clinical_transfer.default_sae import load_default_sae
+    from clinical_transfer.encoders import get_encoder
+    from clinical_transfer.inventory_stage import run_inventory
+    from clinical_transfer.sae.formats import load_sae
+    from clinical_transfer.scoring import score_recordings
+
+    cfg = _resolve_config(args)
+    shard = _parse_shard(args.shard)
+    out = Path(args.out)
+    encoder = get_encoder(args.encoder, model=args.model, layer=args.layer, device=_resolve_device(args.device))
+    if args.sae:
+        sae = load_sae(args.sae, k=args.k, d_in_expected=encoder.width)
+    elif args.encoder == "ge2e" and args.layer == 3:
+        sae = load_default_sae()
+    else:
+        raise ClinicalTransferError("no SAE given for this encoder/layer", "pass --sae PATH (the embedded default "
+                                    "SAE reads GE2E layer 3 only)")
+    result = run_inventory(cfg, out / "inventory", progress=not args.quiet)
+    cache = Path(args.cache) if args.cache else out.parent / ".score_cache"
+    summary = score_recordings(result.recordings, encoder, sae, out, cache, cfg.guardrails.salt, shard,
+                               progress=not args.quiet)
+    _say(BANNER)
+    _say(summary.text())
+    _say(f"score store written to {out} (cache: {cache})")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from clinical_transfer.store import merge_stores
+
+    out = merge_stores(args.shards, args.out)
+    _say(f"{len(args.shards)} shard(s) merged into {out}")
     return 0
 
 
@@ -241,11 +297,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("activations", help="dump frame-level encoder states (for SAE training and evaluation)")
     _add_data_args(p)
-    p.add_argument("--encoder", default="ge2e")
-    p.add_argument("--layer", type=int, default=3)
+    p.add_argument("--encoder", default="ge2e", choices=["ge2e", "gemma", "hf-encoder"])
+    p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
+    p.add_argument("--layer", type=int, default=3, help="layer to capture (convention recorded in the manifest)")
     p.add_argument("--heldout-fraction", type=float, default=0.2, help="share of participants held out")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_activations)
+
+    p = sub.add_parser("extract", help="score every recording: encoder -> SAE -> per-recording aggregates")
+    _add_data_args(p)
+    p.add_argument("--encoder", default="ge2e", choices=["ge2e", "gemma", "hf-encoder"])
+    p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
+    p.add_argument("--layer", type=int, default=3, help="layer to capture (convention recorded in the manifest)")
+    p.add_argument("--sae", default=None, help="SAE checkpoint (default: the embedded default SAE, GE2E layer 3)")
+    p.add_argument("--k", type=int, default=None, help="TopK k when the checkpoint does not say")
+    p.add_argument("--shard", default="0/1", help="i/N: score only shard i of N (stable hash of recording_id)")
+    p.add_argument("--cache", default=None, help="score cache folder (default: OUT/../.score_cache)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", required=True, help="score store folder")
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("merge", help="join shard score stores; refuses overlapping or missing shards")
+    p.add_argument("shards", nargs="+", help="shard store folders")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("train-sae", help="train a TopK SAE on an activation dump")
     p.add_argument("--activations", required=True, help="activation dump folder")
