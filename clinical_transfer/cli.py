@@ -190,7 +190,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     result = run_inventory(cfg, out / "inventory", progress=not args.quiet)
     cache = Path(args.cache) if args.cache else out.parent / ".score_cache"
     summary = score_recordings(result.recordings, encoder, sae, out, cache, cfg.guardrails.salt, shard,
-                               progress=not args.quiet)
+                               batch=args.batch, progress=not args.quiet, frame_codes=args.frame_codes)
     _say(BANNER)
     _say(summary.text())
     _say(f"score store written to {out} (cache: {cache})")
@@ -314,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="i/N: score only shard i of N (stable hash of recording_id)")
     p.add_argument("--cache", default=None, help="score cache folder (default: OUT/../.score_cache)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch", type=int, default=16, help="recordings per encoder batch")
+    p.add_argument("--frame-codes", action="store_true", help="also keep frame-level TopK codes (uint16 ids, float16)")
     p.add_argument("--out", required=True, help="score store folder")
     p.set_defaults(func=_cmd_extract)
 

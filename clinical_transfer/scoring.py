@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from clinical_transfer import guardrails
 from clinical_transfer.audio import load_mono
-from clinical_transfer.store import AGGREGATION, ScoreCache, aggregate, cache_key, write_store
+from clinical_transfer.store import AGGREGATION, FRAMES_TAG, ScoreCache, aggregate, cache_key, write_store
 
 
 def sae_hash(sae) -> str:
@@ -67,6 +67,7 @@ def score_recordings(
     batch: int = 16,
     progress: bool = True,
     fail_after: int | None = None,
+    frame_codes: bool = False,
 ) -> RunSummary:
     """Score the ``ok`` recordings of a Recording table into a store at ``out``.
 
@@ -88,7 +89,8 @@ def score_recordings(
     ok = ok.sort_values("pseudo_id", kind="stable").reset_index(drop=True)
     cache = ScoreCache(cache_dir)
     s_hash, enc_id, d_sae = sae_hash(sae), encoder.id(), sae.cfg.d_sae
-    keys = [cache_key(a, enc_id, encoder.layer, s_hash) for a in ok["audio_sha256"]]
+    agg = AGGREGATION + (FRAMES_TAG if frame_codes else "")
+    keys = [cache_key(a, enc_id, encoder.layer, s_hash, agg) for a in ok["audio_sha256"]]
     results: dict[int, object] = {}
     todo = []
     for row, key in enumerate(keys):
@@ -107,7 +109,7 @@ def score_recordings(
         states = encoder.hidden_states([y for _, y in items])
         for (row, y), s in zip(items, states):
             codes = sae.encode_sparse(s)
-            scored = aggregate(codes.indices.numpy(), codes.values.to(torch.float32).numpy(), d_sae)
+            scored = aggregate(codes.indices.numpy(), codes.values.to(torch.float32).numpy(), d_sae, frame_codes)
             cache.put(keys[row], scored)
             results[row] = scored
             summary.encoded += 1
@@ -144,6 +146,7 @@ def score_recordings(
         "encoder": encoder.name, "encoder_id": enc_id, "layer": encoder.layer,
         "layer_convention": encoder.layer_convention, "frames_per_second": encoder.frames_per_second,
         "sae_sha256": s_hash, "sae_config": sae.cfg.to_dict(), "aggregation": AGGREGATION, "shard": list(shard),
+        "frame_codes": frame_codes,
         "salt_sha256": hashlib.sha256(salt.encode()).hexdigest(),
         "run_summary": {"scored": summary.scored, "skipped": summary.skipped},
     }

@@ -28,6 +28,7 @@ from clinical_transfer import guardrails
 from clinical_transfer.errors import ClinicalTransferError
 
 AGGREGATION = "mean,frac_active,max/v1"
+FRAMES_TAG = "+frames"
 AGGREGATES = ("mean", "frac_active", "max")
 
 
@@ -44,10 +45,17 @@ class RecordingScores:
     frac_active: np.ndarray
     max: np.ndarray
     n_frames: int
+    frame_indices: np.ndarray | None = None
+    """Optional frame-level TopK codes (n_frames, k): feature ids (uint16 when they fit) ..."""
+    frame_values: np.ndarray | None = None
+    """... and their activations (float16)."""
 
 
-def aggregate(indices: np.ndarray, values: np.ndarray, d_sae: int) -> RecordingScores:
-    """Aggregate TopK codes (T, k) of one recording over its frames (zeros count as inactive)."""
+def aggregate(indices: np.ndarray, values: np.ndarray, d_sae: int, keep_frames: bool = False) -> RecordingScores:
+    """Aggregate TopK codes (T, k) of one recording over its frames (zeros count as inactive).
+
+    ``keep_frames`` also keeps the frame-level codes in compact dtypes (uint16 ids, float16 values).
+    """
     T = int(indices.shape[0])
     idx = indices.reshape(-1).astype(np.int64)
     val = values.reshape(-1).astype(np.float64)
@@ -59,8 +67,10 @@ def aggregate(indices: np.ndarray, values: np.ndarray, d_sae: int) -> RecordingS
     np.maximum.at(peak, idx, val)
     feats = np.flatnonzero(count).astype(np.int32)
     n = max(T, 1)
+    frames = (indices.astype(np.uint16 if d_sae <= 65536 else np.int32), values.astype(np.float16)) if keep_frames \
+        else (None, None)
     return RecordingScores(feats, (total[feats] / n).astype(np.float32), (count[feats] / n).astype(np.float32),
-                           peak[feats].astype(np.float32), T)
+                           peak[feats].astype(np.float32), T, *frames)
 
 
 class ScoreCache:
@@ -75,13 +85,16 @@ class ScoreCache:
         if not p.is_file():
             return None
         with np.load(p) as z:
-            return RecordingScores(z["features"], z["mean"], z["frac_active"], z["max"], int(z["n_frames"]))
+            frames = (z["frame_indices"], z["frame_values"]) if "frame_indices" in z else (None, None)
+            return RecordingScores(z["features"], z["mean"], z["frac_active"], z["max"], int(z["n_frames"]), *frames)
 
     def put(self, key: str, s: RecordingScores) -> None:
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, features=s.features, mean=s.mean, frac_active=s.frac_active, max=s.max, n_frames=s.n_frames)
+        extra = {"frame_indices": s.frame_indices, "frame_values": s.frame_values} if s.frame_indices is not None else {}
+        np.savez(buf, features=s.features, mean=s.mean, frac_active=s.frac_active, max=s.max, n_frames=s.n_frames,
+                 **extra)
         tmp = p.with_suffix(f".tmp{os.getpid()}")
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, p)  # atomic: a killed run never leaves a half-written entry
@@ -102,6 +115,10 @@ def write_store(folder: str | Path, index: pd.DataFrame, scores: list[RecordingS
               "indices": np.concatenate([s.features for s in scores]) if scores else np.zeros(0, np.int32)}
     for name in AGGREGATES:
         arrays[name] = np.concatenate([getattr(s, name) for s in scores]) if scores else np.zeros(0, np.float32)
+    if scores and all(s.frame_indices is not None for s in scores):  # optional frame-level codes
+        arrays["frames_indptr"] = np.concatenate([[0], np.cumsum([len(s.frame_indices) for s in scores])]).astype(np.int64)
+        arrays["frames_indices"] = np.concatenate([s.frame_indices for s in scores])
+        arrays["frames_values"] = np.concatenate([s.frame_values for s in scores])
     for name, arr in arrays.items():
         np.save(folder / f"{name}.npy", arr)
     guardrails.write_table(index.reset_index(drop=True), folder / "index", formats=("parquet",))
@@ -129,12 +146,22 @@ class ScoreStore:
         return sparse.csr_matrix((load(aggregate), load("indices"), load("indptr")),
                                  shape=(len(self.index), int(self.manifest["d_sae"])))
 
+    def frame_codes(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame-level TopK codes (ids, values) of one recording, when the store was written with them."""
+        if not (self.folder / "frames_indptr.npy").is_file():
+            raise ClinicalTransferError(f"{self.folder} has no frame-level codes", "re-run extract with --frame-codes")
+        ip = np.load(self.folder / "frames_indptr.npy")
+        sl = slice(ip[row], ip[row + 1])
+        return (np.load(self.folder / "frames_indices.npy", mmap_mode="r")[sl],
+                np.load(self.folder / "frames_values.npy", mmap_mode="r")[sl])
+
     def scores(self, row: int) -> RecordingScores:
         ip = np.load(self.folder / "indptr.npy")
         sl = slice(ip[row], ip[row + 1])
         get = lambda n: np.load(self.folder / f"{n}.npy")[sl]  # noqa: E731
+        frames = self.frame_codes(row) if (self.folder / "frames_indptr.npy").is_file() else (None, None)
         return RecordingScores(get("indices"), get("mean"), get("frac_active"), get("max"),
-                               int(self.index["n_frames"].iloc[row]))
+                               int(self.index["n_frames"].iloc[row]), *[None if f is None else np.asarray(f) for f in frames])
 
 
 def merge_stores(shards: list[str | Path], out: str | Path) -> Path:
@@ -156,7 +183,7 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> Path:
     if missing:
         raise ClinicalTransferError(f"shard(s) {', '.join(f'{i}/{N}' for i in missing)} missing",
                                     "run the missing shards with --shard i/N, then merge all of them")
-    keys = ("encoder_id", "layer", "sae_sha256", "aggregation", "d_sae", "salt_sha256")
+    keys = ("encoder_id", "layer", "sae_sha256", "aggregation", "d_sae", "salt_sha256", "frame_codes")
     for s in stores[1:]:
         for k in keys:
             if s.manifest.get(k) != stores[0].manifest.get(k):

@@ -70,6 +70,18 @@ def test_two_shards_merged_equal_the_unsharded_run(full, demo_small_recordings, 
         merge_stores([tmp_path / "s0", tmp_path / "s0", tmp_path / "s1"], tmp_path / "bad")
 
 
+def test_frame_level_codes_in_compact_dtypes(demo_small_recordings, parts, tmp_path):
+    few = demo_small_recordings[demo_small_recordings["participant_id"] == demo_small_recordings["participant_id"].iloc[0]]
+    score_recordings(few, *parts, tmp_path / "s", tmp_path / "c", "salt", progress=False, frame_codes=True)
+    store = ScoreStore(tmp_path / "s")
+    ids, vals = store.frame_codes(0)
+    assert ids.dtype == np.uint16 and vals.dtype == np.float16
+    assert ids.shape == (store.index["n_frames"].iloc[0], 32)
+    mean = store.matrix("mean")[0].toarray().ravel()
+    rebuilt = np.bincount(ids.ravel().astype(int), weights=vals.ravel().astype(float), minlength=2048) / len(ids)
+    assert np.allclose(rebuilt, mean, rtol=2e-3, atol=1e-3)  # float16 storage
+
+
 def test_aggregates_by_hand():
     idx = np.array([[0, 2], [2, 3], [0, 2]])
     val = np.array([[1.0, 2.0], [4.0, 0.0], [3.0, 1.0]])  # feature 3 appears with value 0: not active
