@@ -108,7 +108,7 @@ def score_recordings(
     def run(items: list[tuple[int, np.ndarray]]) -> None:
         states = encoder.hidden_states([y for _, y in items])
         for (row, y), s in zip(items, states):
-            codes = sae.encode_sparse(s)
+            codes = sae.encode_sparse(s, sort=False)  # aggregation does not need sorted ids
             scored = aggregate(codes.indices.numpy(), codes.values.to(torch.float32).numpy(), d_sae, frame_codes)
             cache.put(keys[row], scored)
             results[row] = scored

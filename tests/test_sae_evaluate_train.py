@@ -13,7 +13,7 @@ from clinical_transfer.sae.train import TrainConfig, atom_recovery, planted_dict
 
 def test_streaming_metrics_equal_direct_numpy():
     rng = np.random.default_rng(0)
-    x = rng.normal(3.0, 2.0, size=(1000, 12))
+    x = rng.normal(10.0, 2.0, size=(1000, 12))
     x_hat = x + rng.normal(0, 0.7, size=x.shape)
     codes = torch.from_numpy((rng.random((1000, 40)) < 0.1).astype(np.float32))
     acc = StreamingEval(12, 40)
@@ -28,7 +28,7 @@ def test_streaming_metrics_equal_direct_numpy():
     assert s.dead_fraction == pytest.approx(float((codes.sum(0) == 0).float().mean()), abs=1e-12)
     # the pitfall: variance about zero would give a very different, inflated number here
     fve_about_zero = 1 - ((x - x_hat) ** 2).sum() / (x**2).sum()
-    assert fve_about_zero - s.fve > 0.3
+    assert s.fve < 0.9 and fve_about_zero > 0.99  # about the mean ~0.88; about zero ~0.995
 
 
 def test_fve_of_predicting_the_mean_is_zero_and_perfect_is_one():

@@ -79,7 +79,7 @@ class SparseAutoencoder(torch.nn.Module):
         """(x − b_dec) @ W_enc + b_enc for one batch (x already normalised if configured)."""
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        return torch.addmm(self.b_enc, x, self.W_enc) if x.ndim == 2 else x @ self.W_enc + self.b_enc
 
     def _activate(self, pre: torch.Tensor) -> torch.Tensor:
         arch = self.cfg.architecture
@@ -99,33 +99,41 @@ class SparseAutoencoder(torch.nn.Module):
             yield x[lo : lo + batch_size]
 
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Dense codes (tokens, d_sae)."""
         out = [self._activate(self.pre_activations(self._normalise(b)[0])) for b in self._batches(x, batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.cfg.d_sae, dtype=self.W_enc.dtype)
 
     @torch.inference_mode()
-    def encode_sparse(self, x: torch.Tensor, batch_size: int = 4096) -> SparseCodes:
+    def encode_sparse(self, x: torch.Tensor, batch_size: int = 1024, sort: bool = True) -> SparseCodes:
         """Sparse codes; at most one batch of pre-activations (batch x d_sae) exists at a time.
 
-        TopK returns exactly k slots per token (sorted by feature index); the other architectures
-        return as many slots as the busiest token of the batch needs, unused slots with value 0.
+        Batches of 1,024 tokens keep the pre-activations in cache (measured faster than 4,096 here).
+        TopK returns exactly k slots per token (sorted by feature index unless ``sort=False``, which
+        aggregation does not need); the other architectures return as many slots as the busiest token
+        of the batch needs, unused slots with value 0.
         """
         idx_out, val_out = [], []
         for b in self._batches(x, batch_size):
             pre = self.pre_activations(self._normalise(b)[0])
             if self.cfg.architecture == "topk":
-                vals, idx = torch.relu(pre).topk(self.cfg.k, dim=-1, sorted=False)
+                # TopK of pre then ReLU of the k values: the same codes as TopK(ReLU(pre)), one pass fewer
+                vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+                vals = torch.relu(vals)
             else:
                 z = self._activate(pre)
                 width = max(int((z > 0).sum(-1).max().item()) if z.numel() else 0, 1)
                 vals, idx = z.topk(width, dim=-1, sorted=False)
             del pre
-            idx, order = idx.sort(dim=-1)
+            if sort:
+                idx, order = idx.sort(dim=-1)
+                vals = vals.gather(-1, order)
             idx_out.append(idx)
-            val_out.append(vals.gather(-1, order))
+            val_out.append(vals)
         if not idx_out:
             return SparseCodes(torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1, dtype=self.W_enc.dtype))
+        if len(idx_out) == 1:
+            return SparseCodes(idx_out[0], val_out[0])
         width = max(i.shape[1] for i in idx_out)
         pad = [(torch.nn.functional.pad(i, (0, width - i.shape[1])), torch.nn.functional.pad(v, (0, width - v.shape[1])))
                for i, v in zip(idx_out, val_out)]
