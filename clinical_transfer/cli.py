@@ -368,6 +368,7 @@ def build_run_overlay_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="write the demo corpus and run on the embedded default")
     _add_data_args(p)
     p.add_argument("--out", default="runs/overlay", help="output folder (default runs/overlay)")
+    p.add_argument("--inventory-only", action="store_true", help="stop after the inventory")
     return p
 
 
@@ -391,10 +392,24 @@ def run_overlay_main(argv: list[str] | None = None) -> int:
                                                  duration_s=demo.duration_s), progress=not args.quiet)
         args.data_root = str(corpus)
     cfg = _resolve_config(args)
-    result = run_inventory(cfg, out, progress=not args.quiet)
+    if args.inventory_only:
+        result = run_inventory(cfg, out, progress=not args.quiet)
+        _say(BANNER)
+        _say(summary_text(result))
+        _say(f"inventory written to {out}")
+        return 0
+    from clinical_transfer.pipeline import run_overlay
+
+    run = run_overlay(cfg, out, progress=not args.quiet,
+                      corpus_note="synthetic demo corpus, effects planted on purpose" if args.demo else "public corpus")
     _say(BANNER)
-    _say(summary_text(result))
-    _say(f"inventory written to {out}")
-    _say("not built yet: encoder scoring, SAE codes, statistics and the overlay report "
-         "(see the open issues); this run stops after the inventory.")
+    for label, table in run["overlays"].items():
+        target = table[table["role"] == "target"]
+        counts = target.groupby("segment_group")["verdict"].agg(
+            lambda v: ", ".join(f"{k} {n}" for k, n in v.value_counts().items()))
+        _say(f"{label}:")
+        for group, text in counts.items():
+            _say(f"  {group:16s} {text}")
+    _say(f"report: {out / 'REPORT.md'}; overlay tables under {out / 'overlays'}")
+    _say("not built yet: the HTML report with figures, inspect/audit and frozen tables (the overlay issue).")
     return 0

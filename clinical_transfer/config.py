@@ -45,6 +45,42 @@ class GuardrailConfig:
 
 
 @dataclass
+class LabelConfig:
+    column: str = ""
+    """Label column of the corpus metadata (e.g. st, asthma, covid_status)."""
+    positive: list[str] = field(default_factory=list)
+    """Values of the positive side (wildcards allowed); empty = the label's own two levels."""
+    negative: list[str] = field(default_factory=list)
+    missing_as: str = ""
+    """Value that blank answers take for this analysis ("" keeps them unknown and excluded). Coswara's
+    symptom columns are True or blank, so a True-vs-not-reported contrast needs missing_as = "False";
+    the report states it."""
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "ge2e"
+    """ge2e (offline default) | gemma | hf-encoder."""
+    model: str = ""
+    """Local model folder for gemma / hf-encoder."""
+    layer: int = 3
+    sae: str = ""
+    """SAE checkpoint; empty = the embedded default SAE (GE2E layer 3 only)."""
+    device: str = "auto"
+
+
+@dataclass
+class AnalysisConfig:
+    labels: list[LabelConfig] = field(default_factory=list)
+    confounds: list[str] = field(default_factory=lambda: ["age", "sex", "wave"])
+    aggregation: str = "mean"
+    """mean | frac_active | max: the per-recording score tested."""
+    permutations: int = 50
+    alpha: float = 0.05
+    strata: list[str] = field(default_factory=lambda: ["sex", "age_band", "wave", "english_proficiency"])
+
+
+@dataclass
 class DemoSettings:
     n_participants: int = 160
     seed: int = 0
@@ -57,6 +93,8 @@ class RunConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     seed: int = 0
     """Seed of every random step (permutations, matching order ties)."""
 
@@ -80,7 +118,12 @@ def _build(cls, data: dict[str, Any], where: str):
     default = cls()
     for name, value in data.items():
         current = getattr(default, name)
-        if is_dataclass(current):
+        if name == "labels":
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ClinicalTransferError(f"labels in {where} must be a list of tables",
+                                            "write each as [[analysis.labels]] with column = ...")
+            kwargs[name] = [_build(LabelConfig, v, f"{where} [[labels]]") for v in value]
+        elif is_dataclass(current):
             if not isinstance(value, dict):
                 raise ClinicalTransferError(f"[{name}] in {where} must be a table", f"write it as [{name}]")
             kwargs[name] = _build(type(current), value, f"{where} [{name}]")
@@ -93,6 +136,8 @@ def _build(cls, data: dict[str, Any], where: str):
                     f"{name} in {where} is {value!r}, not a {expected.__name__}",
                     f"give {name} a {expected.__name__} value",
                 )
+            if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+                raise ClinicalTransferError(f"{name} in {where} must be a list of strings", f"quote every {name} entry")
             kwargs[name] = value
     return cls(**kwargs)
 

@@ -15,7 +15,8 @@ def small_demo_config(tmp_path):
 
 def test_run_overlay_demo_writes_a_guarded_inventory(tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_overlay_main(["--demo", "--quiet", "--config", str(small_demo_config(tmp_path)), "--out", str(out)]) == 0
+    assert run_overlay_main(["--demo", "--quiet", "--inventory-only", "--config", str(small_demo_config(tmp_path)),
+                             "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0] == BANNER
     assert "status: ok 105, missing 1, unreadable 1, silent 1, too_short 0" in printed

@@ -46,8 +46,9 @@ class Association:
     @property
     def partial_r(self) -> np.ndarray:
         """Partial correlation of feature and label given the confounds (classical t)."""
-        t_classical = self.beta / np.sqrt(np.maximum(self.rss, 0) / (self.df_resid * self.sxx))
-        return t_classical / np.sqrt(t_classical**2 + self.df_resid)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a constant feature has no correlation (NaN)
+            t_classical = self.beta / np.sqrt(np.maximum(self.rss, 0) / (self.df_resid * self.sxx))
+            return t_classical / np.sqrt(t_classical**2 + self.df_resid)
 
     @property
     def cohen_d(self) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""run-overlay --demo end to end on a 60-participant demo corpus: the planted truth comes out."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from clinical_transfer.cli import run_overlay_main
+from clinical_transfer.guardrails import BANNER
+
+CONFIG = """
+[guardrails]
+salt = "e2e"
+[demo]
+n_participants = 60
+duration_s = 2.0
+[analysis]
+confounds = ["age", "sex", "wave"]
+permutations = 20
+strata = ["sex", "wave"]
+[[analysis.labels]]
+column = "st"
+missing_as = "False"
+[[analysis.labels]]
+column = "asthma"
+missing_as = "False"
+[[analysis.labels]]
+column = "diabetes"
+missing_as = "False"
+[[analysis.labels]]
+column = "covid_status"
+positive = ["positive_*"]
+negative = ["healthy"]
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "demo.toml").write_text(CONFIG)
+    out = root / "run"
+    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "demo.toml"), "--out", str(out)]) == 0
+    return out
+
+
+def robust(out, label):
+    t = pd.read_csv(out / "overlays" / label / "overlay.csv", comment="#", low_memory=False)
+    t = t[t["role"] == "target"]
+    return t[t["verdict"] == "robust correlate"].groupby("segment_group").size().to_dict(), t
+
+
+def test_voice_quality_label_is_robust_only_where_planted(run):
+    groups, _ = robust(run, "st")
+    assert set(groups) == {"vowel", "prompted_speech"}  # planted in voiced tasks, not in cough/breath
+    assert min(groups.values()) >= 50
+
+
+def test_confounded_labels_are_confound_explained(run):
+    for label in ("asthma", "covid_status"):
+        groups, t = robust(run, label)
+        assert groups == {}, (label, groups)
+        assert (t["verdict"] == "confound-explained").sum() >= 20, label
+
+
+def test_null_label_has_no_robust_correlate(run):
+    groups, t = robust(run, "diabetes")
+    assert groups == {} and (t["verdict"] == "not significant").mean() > 0.99
+
+
+def test_sex_positive_control_is_strong(run):
+    controls = pd.read_parquet(run / "overlays" / "st" / "controls.parquet")
+    sex = controls[(controls["kind"] == "positive_control") & (controls["label"] == "sex")].set_index("segment_group")
+    assert sex.loc["vowel", "n_significant"] > 100 and sex.loc["vowel", "max_abs_t"] > 10
+
+
+def test_report_and_every_file_carry_the_label_and_no_raw_ids(run):
+    report = (run / "REPORT.md").read_text()
+    assert report.startswith(f"> **{BANNER}**")
+    assert "## Positive controls (age, sex)" in report and report.index("Positive controls") < report.index("## st")
+    raw_ids = pd.read_csv(run.with_name("run_corpus") / "combined_data.csv")["id"]
+    for f in run.rglob("*"):
+        if f.suffix in (".csv", ".md", ".json"):
+            text = f.read_text()
+            assert BANNER in text, f
+            assert not any(pid in text for pid in raw_ids), f
+    assert not list(run.rglob("*.wav")) and not list(run.rglob("*.npy"))  # no audio, no per-recording scores
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    assert manifest["resolved_config"]["analysis"]["labels"][0]["column"] == "st"
