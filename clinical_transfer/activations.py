@@ -64,7 +64,7 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
                 break
 
     pending: list[tuple[str, np.ndarray]] = []
-    bar = tqdm(total=len(ok), desc=f"activations ({encoder.name})", unit="rec", disable=not progress)
+    bar = tqdm(total=len(ok), desc=f"activations ({encoder.name})", unit="rec", disable=None if progress else True)
 
     def run(items):
         states = encoder.hidden_states([y for _, y in items])

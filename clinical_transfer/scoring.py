@@ -100,7 +100,7 @@ def score_recordings(
             summary.from_cache += 1
         else:
             todo.append(row)
-    bar = tqdm(total=len(ok), initial=len(results), desc="scoring", unit="rec", disable=not progress)
+    bar = tqdm(total=len(ok), initial=len(results), desc="scoring", unit="rec", disable=None if progress else True)
     t0 = time.perf_counter()
     src_row = {ok["source"].iloc[r]: r for r in todo}
     pending: list[tuple[int, np.ndarray]] = []

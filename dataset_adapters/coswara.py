@@ -229,7 +229,7 @@ class CoswaraAdapter:
             )
         rows: dict[tuple[str, str], dict] = {}
         known = set(meta["participant_id"])
-        bar = tqdm(desc="coswara inventory", unit="rec", disable=not progress)
+        bar = tqdm(desc="coswara inventory", unit="rec", disable=None if progress else True)
 
         def add(key: tuple[str, str], source: str, data: bytes | None) -> None:
             if key in rows or key[0] not in known:

@@ -231,7 +231,7 @@ def write_demo_corpus(out: str | Path, cfg: DemoConfig = DemoConfig(), progress:
     people = [_participant(i, cfg) for i in range(cfg.n_participants)]
     quality: dict[str, list[tuple[str, int]]] = {t: [] for t in COSWARA_TYPES}
     members: dict[str, list[tuple[str, bytes]]] = {w: [] for w in WAVES}
-    for i, p in enumerate(tqdm(people, desc="demo corpus", unit="participant", disable=not progress)):
+    for i, p in enumerate(tqdm(people, desc="demo corpus", unit="participant", disable=None if progress else True)):
         prefix = f"data/{p.wave}" if p.wave == min(WAVES) else p.wave  # the oldest real archive did this
         meta = {"id": p.pid, "date": p.record_date, "l_c": p.country, "ep": p.ep, "g": p.sex, "a": p.age,
                 "covid_status": p.covid_status}

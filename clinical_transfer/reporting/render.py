@@ -22,7 +22,8 @@ def _table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row]
+        cells = [(str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.3g}") if isinstance(v, float)
+                 else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -117,7 +117,7 @@ def train_topk(
         for name in ("train_metrics.jsonl", "validation_metrics.jsonl"):
             (out / name).write_text("")
     n = len(train)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train-sae", unit="step", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train-sae", unit="step", disable=None if progress else True)
     done_here = 0
     while step < cfg.steps:
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
