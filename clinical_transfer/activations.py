@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from clinical_transfer.audio import load_mono
 from clinical_transfer.errors import ClinicalTransferError
 
 FORMAT = "clinical-transfer-activations/1"
@@ -40,7 +39,7 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
                      seed: int = 0, shard_tokens: int = 250_000, dtype: str = "float16", batch: int = 16,
                      progress: bool = True) -> Path:
     """Run ``encoder`` over the ``ok`` recordings and write a dump (see module docstring)."""
-    from dataset_adapters.archive import read_sources
+    from dataset_adapters.archive import batched_waveforms
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +62,6 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
             if force and not len(rest):
                 break
 
-    pending: list[tuple[str, np.ndarray]] = []
     bar = tqdm(total=len(ok), desc=f"activations ({encoder.name})", unit="rec", disable=None if progress else True)
 
     def run(items):
@@ -75,16 +73,8 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
             flush(split)
         bar.update(len(items))
 
-    for src, data in read_sources(ok["source"].tolist()):
-        if data is None:
-            continue
-        y, _ = load_mono(data, encoder.sample_rate)
-        pending.append((src, y))
-        if len(pending) >= batch:
-            run(pending)
-            pending = []
-    if pending:
-        run(pending)
+    for items in batched_waveforms(ok["source"].tolist(), encoder.sample_rate, batch):
+        run(items)
     bar.close()
     for split in buffers:
         flush(split, force=True)

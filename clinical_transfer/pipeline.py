@@ -7,7 +7,6 @@ table to the guardrail writers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

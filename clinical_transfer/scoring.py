@@ -24,7 +24,6 @@ import torch
 from tqdm.auto import tqdm
 
 from clinical_transfer import guardrails
-from clinical_transfer.audio import load_mono
 from clinical_transfer.store import AGGREGATION, FRAMES_TAG, ScoreCache, aggregate, cache_key, write_store
 
 
@@ -73,7 +72,7 @@ def score_recordings(
 
     ``fail_after`` raises after that many newly encoded recordings (an injected crash, for resume tests).
     """
-    from dataset_adapters.archive import read_sources
+    from dataset_adapters.archive import batched_waveforms
 
     i, n = shard
     if not (0 <= i < n):
@@ -103,7 +102,6 @@ def score_recordings(
     bar = tqdm(total=len(ok), initial=len(results), desc="scoring", unit="rec", disable=None if progress else True)
     t0 = time.perf_counter()
     src_row = {ok["source"].iloc[r]: r for r in todo}
-    pending: list[tuple[int, np.ndarray]] = []
 
     def run(items: list[tuple[int, np.ndarray]]) -> None:
         states = encoder.hidden_states([y for _, y in items])
@@ -120,18 +118,11 @@ def score_recordings(
         dt = max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(rec_s=f"{summary.encoded / dt:.1f}", audio_s_per_s=f"{summary.audio_seconds / dt:.0f}")
 
-    for src, data in read_sources(list(src_row)):
-        row = src_row[src]
-        if data is None:
-            summary.skipped["vanished since the inventory"] = summary.skipped.get("vanished since the inventory", 0) + 1
-            continue
-        y, _ = load_mono(data, encoder.sample_rate)
-        pending.append((row, y))
-        if len(pending) >= batch:
-            run(pending)
-            pending = []
-    if pending:
-        run(pending)
+    def vanished(src: str) -> None:
+        summary.skipped["vanished since the inventory"] = summary.skipped.get("vanished since the inventory", 0) + 1
+
+    for items in batched_waveforms(list(src_row), encoder.sample_rate, batch, vanished):
+        run([(src_row[src], y) for src, y in items])
     bar.close()
     rows = sorted(results)
     index = pd.DataFrame({

@@ -9,7 +9,6 @@ never about zero (the SAELens pitfall that inflated FVE before 2026, e.g. 0.98 v
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
