@@ -38,3 +38,21 @@ def test_real_sample_through_run_overlay(tmp_path, coswara_dir, capsys):
     assert SAMPLE_ID not in text  # raw corpus ids appear nowhere under the output folder
     inv = pd.read_csv(out / "inventory.csv", comment="#")
     assert inv["status"].value_counts().to_dict() == {"ok": 8, "missing": 1}
+
+
+def test_real_sample_through_the_full_run_overlay(tmp_path, coswara_dir, capsys):
+    """One real participant: far too few for any contrast; every cell suppressed with its reason, no crash."""
+    from tests.conftest import REPO
+
+    out = tmp_path / "run"
+    code = run_overlay_main(["--dataset", "coswara", "--data-root", str(SAMPLE), "--metadata-root", str(coswara_dir),
+                             "--only-with-audio", "--config", str(REPO / "configs" / "coswara.toml"), "--salt", "s",
+                             "--quiet", "--out", str(out)])
+    assert code == 0
+    for label in ("covid_status", "asthma", "smoker", "cough"):
+        table = pd.read_csv(out / "overlays" / label / "overlay.csv", comment="#", low_memory=False)
+        assert (table["verdict"] == "suppressed").all()
+        assert table["note"].str.startswith("suppressed").all() and table["beta_adj"].isna().all()
+    report = (out / "REPORT.md").read_text()
+    assert "no row matches the positive value(s) ['positive_*'] (values present: healthy)" in report
+    assert SAMPLE_ID not in report

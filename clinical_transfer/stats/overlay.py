@@ -335,9 +335,14 @@ def overlay(
                                              if c in meta.columns and c != spec.column]:
         try:
             coded = code_label(meta, lab)
-        except ClinicalTransferError:
-            if role == "target":
+        except ClinicalTransferError as exc:
+            if role == "target" and cfg.strict:
                 raise
+            if role == "target":  # not strict: every group is reported as suppressed, with the reason
+                groups = ["all"] if not cfg.group_col else sorted(meta[cfg.group_col].astype("string").dropna().unique())
+                contrast = " vs ".join(["|".join(lab.positive), "|".join(lab.negative)]) if lab.positive else "not formed"
+                tables += [_suppressed_rows(lab.column, contrast, g, names, role, f"suppressed: {exc.problem}")
+                           for g in groups]
             continue
         fam_conf = [c for c in cfg.confounds if c != lab.column and not (lab.column == "age" and c == "age_band")]
         groups = ["all"] if not cfg.group_col else sorted(meta[cfg.group_col].astype("string").dropna().unique())
