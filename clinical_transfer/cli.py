@@ -205,6 +205,31 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from clinical_transfer.guardrails import audit_run
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise ClinicalTransferError(f"run folder {run} does not exist", "pass the --out folder of a run")
+    ids_csv = Path(args.corpus_ids) if args.corpus_ids else None
+    if ids_csv is None and (run / "manifest.json").is_file():  # the corpus the run read, if still there
+        ds = json.loads((run / "manifest.json").read_text()).get("config", {}).get("dataset", {})
+        root = Path(ds.get("metadata_root") or ds.get("data_root") or "")
+        ids_csv = root / "combined_data.csv" if (root / "combined_data.csv").is_file() else None
+    raw_ids = pd.read_csv(ids_csv, usecols=["id"], dtype=str)["id"].tolist() if ids_csv else []
+    problems = audit_run(run, raw_ids, args.min_cell)
+    _say(BANNER)
+    for p in problems:
+        _say(f"VIOLATION {p}")
+    checked = f"raw ids from {ids_csv}" if ids_csv else "no raw-id list (pass --corpus-ids)"
+    _say(f"audit of {run}: {len(problems)} violation(s); {checked}")
+    return 1 if problems else 0
+
+
 def _cmd_build_default_sae(args: argparse.Namespace) -> int:
     from clinical_transfer.default_sae import build_default_sae
 
@@ -344,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=None, help="TopK k when the checkpoint does not say")
     p.add_argument("--out", required=True, help="writes OUT/test_eval/summary.json")
     p.set_defaults(func=_cmd_eval_sae)
+
+    p = sub.add_parser("audit", help="re-check a run folder against the guardrails (exit 1 on any violation)")
+    p.add_argument("run_dir")
+    p.add_argument("--corpus-ids", default=None, help="CSV with an 'id' column of raw corpus ids to look for")
+    p.add_argument("--min-cell", type=int, default=10)
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("build-default-sae", help="regenerate the embedded default SAE (demo corpus, GE2E layer 3)")
     p.add_argument("--out", default=None, help="default: the package's own folder")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -79,3 +80,89 @@ def write_json(obj: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({BANNER_KEY: BANNER, **obj}, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+# -- correlate wording ---------------------------------------------------------------------------
+#: Words that make a feature label read like a diagnosis (GUARDRAILS.md rule 5).
+DIAGNOSTIC_TERMS = re.compile(
+    r"(?:diagnos\w*|detect\w*|predict\w*|screen\w*|biomarker\w*|disease\w*|disorder\w*|covid\w*|sars\b|corona\w*|"
+    r"asthma\w*|pneumonia|diabet\w*|copd|tubercul\w*|parkinson\w*|alzheimer\w*|cancer\w*|hypertensi\w*|"
+    r"depress\w*|dementia|infect\w*|patholog\w*)",
+    re.IGNORECASE,
+)
+
+
+def audit_feature_labels(labels: pd.DataFrame, label_column: str, dataset: str, segment_group: str) -> pd.DataFrame:
+    """Rewrite disease-like feature labels (e.g. an imported atlas label table joined by feature id).
+
+    Returns ``feature``, ``feature_label`` (safe), ``feature_label_original`` and ``label_flagged``.
+    """
+    out = labels[["feature", "feature_label"]].copy()
+    out["feature_label_original"] = out["feature_label"].astype(str)
+    flagged = out["feature_label_original"].str.contains(DIAGNOSTIC_TERMS)
+    out["label_flagged"] = flagged
+    out.loc[flagged, "feature_label"] = f"correlate of {label_column} in {dataset} ({segment_group})"
+    return out
+
+
+# -- the run audit ---------------------------------------------------------------------------------
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".webm", ".m4a", ".npy")
+
+
+def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: int = DEFAULT_MIN_CELL) -> list[str]:
+    """Re-check every file of a run folder against the guardrails; returns the violations (empty = pass)."""
+    run_dir = Path(run_dir)
+    problems: list[str] = []
+    ids = [i for i in (raw_ids or []) if len(i) >= 8]
+    for f in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        rel = f.relative_to(run_dir)
+        if f.suffix.lower() in AUDIO_SUFFIXES:
+            problems.append(f"{rel}: audio or per-recording arrays must not be in a run folder")
+            continue
+        if f.suffix == ".csv":
+            text = f.read_text(errors="replace")
+            if not text.startswith(f"# {BANNER}"):
+                problems.append(f"{rel}: CSV does not start with the non-diagnostic label")
+        elif f.suffix in (".md", ".html", ".json", ".txt"):
+            text = f.read_text(errors="replace")
+            if BANNER not in text:
+                problems.append(f"{rel}: the non-diagnostic label is missing")
+        elif f.suffix == ".parquet":
+            meta = pq.read_schema(f).metadata or {}
+            if meta.get(BANNER_KEY.encode()) != BANNER.encode():
+                problems.append(f"{rel}: Parquet metadata lacks the non-diagnostic label")
+            table = pd.read_parquet(f)
+            text = table.to_csv(index=False)
+            problems += _table_problems(table, rel, min_cell)
+        elif f.suffix == ".png":
+            from PIL import Image
+
+            if Image.open(f).info.get("Description") != BANNER:
+                problems.append(f"{rel}: figure lacks the non-diagnostic label")
+            continue
+        else:
+            continue
+        hit = next((i for i in ids if i in text), None)
+        if hit:
+            problems.append(f"{rel}: contains a raw corpus id ({hit[:4]}...)")
+    return problems
+
+
+def _table_problems(df: pd.DataFrame, rel: Path, min_cell: int) -> list[str]:
+    out = []
+    if "verdict" in df.columns:
+        live = df[df["verdict"] != "suppressed"]
+    else:
+        live = df
+    for col in ("n_participants_pos", "n_participants_neg", "n_participants"):
+        if col in live.columns:
+            n = pd.to_numeric(live[col], errors="coerce")
+            small = int((n < min_cell).sum())
+            if small:
+                out.append(f"{rel}: {small} row(s) report {col} < {min_cell} without suppression")
+    for col in ("feature", "feature_label"):
+        if col in live.columns:
+            bad = live[col].astype(str).str.contains(DIAGNOSTIC_TERMS)
+            if bad.any():
+                out.append(f"{rel}: feature name(s) read like a diagnosis, e.g. {live[col][bad].iloc[0]!r}")
+    return out

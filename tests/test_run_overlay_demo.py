@@ -86,3 +86,39 @@ def test_report_and_every_file_carry_the_label_and_no_raw_ids(run):
     assert not list(run.rglob("*.wav")) and not list(run.rglob("*.npy"))  # no audio, no per-recording scores
     manifest = json.loads((run / "run_manifest.json").read_text())
     assert manifest["resolved_config"]["analysis"]["labels"][0]["column"] == "st"
+
+
+def test_audit_passes_on_the_run_and_fails_on_each_violation(run, tmp_path, capsys):
+    import shutil
+
+    from clinical_transfer.cli import main
+
+    assert main(["audit", str(run)]) == 0
+    assert "0 violation(s); raw ids from" in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    raw = pd.read_csv(run.with_name("run_corpus") / "combined_data.csv")["id"].iloc[0]
+    (bad / "notes.csv").write_text("a,b\n1,2\n")  # no banner
+    (bad / "leak.md").write_text(f"> **{BANNER}**\n\nparticipant {raw}\n")  # a raw corpus id
+    t = pd.read_parquet(bad / "overlays" / "st" / "overlay.parquet")
+    t.loc[t.index[0], ["n_participants_pos", "verdict"]] = [4, "robust correlate"]  # an unsuppressed small cell
+    t.loc[t.index[1], "feature"] = "covid detector"  # a disease-named feature
+    from clinical_transfer import guardrails
+
+    guardrails.write_table(t, bad / "overlays" / "st" / "overlay", formats=("parquet",))
+    assert main(["audit", str(bad), "--corpus-ids", str(run.with_name("run_corpus") / "combined_data.csv")]) == 1
+    out = capsys.readouterr().out
+    assert "notes.csv: CSV does not start with the non-diagnostic label" in out
+    assert "leak.md: contains a raw corpus id" in out
+    assert "report n_participants_pos < 10 without suppression" in out
+    assert "read like a diagnosis, e.g. 'covid detector'" in out
+
+
+def test_disease_like_atlas_labels_are_rewritten():
+    from clinical_transfer.guardrails import audit_feature_labels
+
+    labels = pd.DataFrame({"feature": ["feature_00001", "feature_00002"],
+                           "feature_label": ["COVID cough detector", "breathy phonation"]})
+    out = audit_feature_labels(labels, "covid_status", "coswara", "cough")
+    assert out["feature_label"].tolist() == ["correlate of covid_status in coswara (cough)", "breathy phonation"]
+    assert out["feature_label_original"].iloc[0] == "COVID cough detector" and out["label_flagged"].tolist() == [True, False]
