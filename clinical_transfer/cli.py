@@ -441,6 +441,6 @@ def run_overlay_main(argv: list[str] | None = None) -> int:
         _say(f"{label}:")
         for group, text in counts.items():
             _say(f"  {group:16s} {text}")
-    _say(f"report: {out / 'REPORT.md'}; overlay tables under {out / 'overlays'}")
-    _say("not built yet: the HTML report with figures, inspect/audit and frozen tables (the overlay issue).")
+    _say(f"report: {out / 'REPORT.md'} and {out / 'report.html'}; overlay tables under {out / 'overlays'}")
+    _say(f"check it with: clinical-transfer audit {out}")
     return 0

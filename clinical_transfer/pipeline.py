@@ -82,7 +82,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     features = feature_table(store, a.aggregation)
     meta = analysis_meta(inv.recordings, cfg.guardrails.salt,
                          [l.column for l in a.labels] + a.confounds + ["age", "sex", "wave", "english_proficiency"])
-    overlays, nulls, pcs = {}, {}, []
+    overlays, nulls, pcs, splits = {}, {}, [], {}
     for lab in a.labels:
         if lab.missing_as:  # e.g. symptoms: True vs not reported (stated in the report)
             meta[lab.column] = meta[lab.column].astype(object).where(meta[lab.column].notna(), lab.missing_as)
@@ -93,6 +93,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         res = overlay(features, meta, LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)), config=ocfg)
         res.write(out / "overlays" / lab.column)
         overlays[lab.column] = res.overlay
+        splits[lab.column] = res.splits
         ctl = res.controls
         if "kind" in ctl:
             null = ctl[ctl["kind"] == "permutation_null"]
@@ -109,7 +110,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
                       "n_recordings": len(inv.recordings), "excluded": excluded},
         "scoring": {"scored": summary.scored}, "encoder": encoder.name, "layer": encoder.layer,
         "layer_convention": encoder.layer_convention, "sae": sae_name, "aggregation": a.aggregation,
-        "confounds": a.confounds, "strata": a.strata, "overlays": overlays, "nulls": nulls,
+        "confounds": a.confounds, "strata": a.strata, "overlays": overlays, "nulls": nulls, "splits": splits,
         "positive_controls": pd.concat(pcs, ignore_index=True) if pcs else pd.DataFrame(),
         "min_cell": cfg.guardrails.min_cell,
         "missing_as": {l.column: l.missing_as for l in a.labels if l.missing_as},

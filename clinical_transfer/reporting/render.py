@@ -40,6 +40,85 @@ def _top(overlay: pd.DataFrame, verdict: str) -> pd.DataFrame:
     return rows[[c for c in cols if c in rows.columns]]
 
 
+def _figures(run: dict, label: str, target: pd.DataFrame, out: Path) -> list[str]:
+    """Draw the label's figures under out/figures and return Markdown image lines."""
+    from clinical_transfer.reporting import figures
+
+    lines = []
+    fig_dir = out / "figures"
+    safe = "".join(c if c.isalnum() else "_" for c in label)
+    v = figures.volcano(target, label, fig_dir / f"{safe}_volcano.png")
+    lines.append(f"![{label}: volcano plot per segment group](figures/{v.name})")
+    h = figures.heatmap(target, label, fig_dir / f"{safe}_heatmap.png")
+    if h is not None:
+        lines.append(f"![{label}: segment group x top feature heatmap](figures/{h.name})")
+    splits = run.get("splits", {}).get(label)
+    if splits is not None and not splits.empty:
+        for group, rows in target[target["verdict"] == "robust correlate"].groupby("segment_group"):
+            top = rows.nsmallest(1, "p_adj").iloc[0]
+            f = figures.forest(splits, top, label, group, top["feature"], fig_dir / f"{safe}_{group}_forest.png")
+            if f is not None:
+                lines.append(f"![{label}: forest plot of {top['feature']} in {group}](figures/{f.name})")
+    return [x for line in lines for x in (line, "")]
+
+
+def render_html(markdown: str, out: Path) -> Path:
+    """A self-contained HTML version of the Markdown report (figures embedded as data URIs)."""
+    import base64
+    import html as h
+    import re
+
+    body, table, in_list = [], [], False
+
+    def flush_table():
+        if table:
+            rows = [r.strip().strip("|").split("|") for r in table if not set(r.strip()) <= set("|-")]
+            head, *rest = rows
+            body.append("<table><thead><tr>" + "".join(f"<th>{h.escape(c.strip())}</th>" for c in head) + "</tr></thead><tbody>"
+                        + "".join("<tr>" + "".join(f"<td>{h.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rest)
+                        + "</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if in_list and not line.startswith("- "):
+            body.append("</ul>")
+            in_list = False
+        img = re.match(r"!\[(.*)\]\((.*)\)$", line)
+        if img:
+            data = base64.b64encode((out / img.group(2)).read_bytes()).decode()
+            body.append(f'<figure><img alt="{h.escape(img.group(1))}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{h.escape(img.group(1))}</figcaption></figure>")
+        elif line.startswith("> "):
+            body.append(f'<div class="banner">{h.escape(line[2:].strip("*"))}</div>')
+        elif line.startswith("## "):
+            body.append(f"<h2>{h.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{h.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            if not in_list:
+                body.append("<ul>")
+                in_list = True
+            body.append(f"<li>{h.escape(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{h.escape(line)}</p>")
+    flush_table()
+    if in_list:
+        body.append("</ul>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             ".banner{background:#fff3cd;border:1px solid #e0c36c;padding:.6em 1em;font-weight:bold}"
+             "table{border-collapse:collapse;font-size:12px;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "th{background:#f2f2f2}figure{margin:1em 0}img{max-width:100%}figcaption{font-size:12px;color:#555}")
+    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Correlate overlay report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    path = out / "report.html"
+    path.write_text(page)
+    return path
+
+
 def render_markdown(run: dict, out: str | Path) -> Path:
     """Write ``REPORT.md`` for a run (see :func:`clinical_transfer.pipeline.run_overlay` for ``run``)."""
     inv = run["inventory"]
@@ -82,6 +161,7 @@ def render_markdown(run: dict, out: str | Path) -> Path:
                   _table(_top(target, "robust correlate")),
                   "Confound-explained (significant unadjusted, not after adjustment; top 5 per group):", "",
                   _table(_top(target, "confound-explained"))]
+        parts += _figures(run, label, target, Path(out))
         null = run["nulls"].get(label)
         if null is not None and not null.empty:
             parts += ["Stratified permutation null:", "", _table(null)]
@@ -93,4 +173,6 @@ def render_markdown(run: dict, out: str | Path) -> Path:
               "These are statistical correlates in one public corpus: self-reported labels, recruitment and "
               "collection-wave confounds, prompted-task artifacts, frozen research models. Cells with fewer than "
               f"{run['min_cell']} participants are suppressed. See LIMITATIONS.md."]
-    return guardrails.write_text("\n".join(parts), Path(out) / "REPORT.md")
+    md = guardrails.write_text("\n".join(parts), Path(out) / "REPORT.md")
+    render_html(md.read_text(), Path(out))
+    return md

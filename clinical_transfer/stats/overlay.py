@@ -221,7 +221,9 @@ def _family_table(fam: Family, F: np.ndarray, names: list[str], cfg: OverlayConf
     if full:
         _matched(fam, F, df, cfg)
         if cfg.permutations > 0:
-            perm_strata = cfg.match_on if cfg.match_on is not None else _default_match_on(fam)
+            # Coarse strata (the categorical confounds): within tiny strata (e.g. x age band) a shuffle
+            # barely moves the labels and the "null" would keep the real effect.
+            perm_strata = cfg.match_on if cfg.match_on is not None else _categorical_confounds(fam)
             null = cf.permutation_null(fam, F, C, perm_strata, cfg.permutations, cfg.seed,
                                        cfg.cluster_col is not None, cfg.alpha)
             df["exceeds_maxt"] = pd.array(np.abs(df["t_adj"].to_numpy()) > null["maxt_threshold_95"], dtype="boolean")
@@ -254,9 +256,13 @@ def _fam_key(fam: Family) -> dict:
     return {"label": fam.label, "contrast": fam.contrast, "segment_group": fam.segment_group}
 
 
-def _default_match_on(fam: Family) -> list[str]:
-    cats = [c for c in fam.confounds if not pd.api.types.is_numeric_dtype(fam.meta[c])
+def _categorical_confounds(fam: Family) -> list[str]:
+    return [c for c in fam.confounds if not pd.api.types.is_numeric_dtype(fam.meta[c])
             or pd.api.types.is_bool_dtype(fam.meta[c])]
+
+
+def _default_match_on(fam: Family) -> list[str]:
+    cats = _categorical_confounds(fam)
     if "age" in fam.confounds and "age_band" in fam.meta.columns:
         cats.append("age_band")
     return cats
