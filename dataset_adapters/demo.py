@@ -13,7 +13,8 @@ What is planted (see :data:`PLANTED`):
   devices differ), but it has no acoustic effect of its own.
 * ``diabetes`` is a null label: independent of everything.
 * ``covid_status`` has a positive rate that differs by wave and no acoustic effect (wave-confounded).
-* Positive controls: sex sets F0 and vocal-tract length; age raises jitter and shimmer.
+* Positive controls: sex sets F0 and vocal-tract length; age shifts F0 and raises jitter, shimmer and
+  breathiness.
 * Waves differ in recording device (noise floor, band limit).
 * Faults: one missing file, one silent file, one truncated (corrupt) file, one file at 44.1 kHz.
 """
@@ -141,13 +142,15 @@ def _participant(i: int, cfg: DemoConfig) -> _Person:
         covid = str(rng.choice(["positive_mild", "positive_moderate", "positive_asymp"], p=[0.6, 0.25, 0.15]))
     else:
         covid = str(rng.choice(["healthy", "no_resp_illness_exposed", "recovered_full"], p=[0.8, 0.1, 0.1]))
-    f0 = rng.normal(205.0, 15.0) - 0.5 * (age - 18) if female else rng.normal(118.0, 10.0)
+    # Age (a positive control): female F0 falls, male F0 rises slightly, and the voice grows rougher and
+    # breathier with age; sex sets F0 and vocal-tract length.
+    f0 = rng.normal(205.0, 15.0) - 0.6 * (age - 18) if female else rng.normal(112.0, 8.0) + 0.25 * (age - 18)
     voice = synth.Voice(
         f0_hz=float(f0),
         formant_scale=1.15 if female else 1.0,
         jitter=0.004 + 0.0002 * (age - 18) + (0.015 if st else 0.0),
         shimmer=0.03 + 0.002 * (age - 18) + (0.12 if st else 0.0),
-        breathiness=0.03 + (0.25 if st else 0.0),
+        breathiness=0.03 + 0.004 * (age - 18) + (0.25 if st else 0.0),
         **WAVES[wave],
     )
     folder_day = pd.Timestamp(wave)
@@ -290,7 +293,7 @@ Planted effects (the truth the pipeline must find):
 - `asthma`: confounded with sex and collection wave; no acoustic effect of its own.
 - `diabetes`: null label.
 - `covid_status`: positive rate differs by wave; no acoustic effect.
-- Positive controls: sex (F0, vocal-tract length), age (jitter, shimmer). Waves differ in recording device.
+- Positive controls: sex (F0, vocal-tract length), age (F0, jitter, shimmer, breathiness). Waves differ in recording device.
 
 Faults: participant 3 has no vowel-o, participant 5's counting-fast is silent, participant 7's cough-heavy
 is truncated (unreadable), participant 9's breathing-deep is sampled at 44.1 kHz.
