@@ -10,7 +10,9 @@ Verdicts (per feature; α = ``alpha``, q = Benjamini–Hochberg within the famil
 * ``robust correlate`` — q_adj < α, no significant heterogeneity across confound strata (Cochran's Q,
   Bonferroni over split variables) and no stratum with a significant estimate of the opposite sign;
 * ``unstable across splits`` — q_adj < α but heterogeneous or reversed in some stratum;
-* ``confound-explained`` — q_raw < α unadjusted, but q_adj ≥ α after adjustment;
+* ``confound-explained`` — q_raw < α unadjusted, q_adj ≥ α after adjustment, and adjustment removed at
+  least half of the effect (attenuation ≥ 0.5; a borderline feature whose estimate did not shrink is
+  ``not significant``, not explained);
 * ``not significant`` — otherwise.
 """
 
@@ -34,6 +36,7 @@ from clinical_transfer.stats.controls import NUISANCE, confirm, nuisance_associa
 from clinical_transfer.stats.design import Family, LabelSpec, add_age_band, code_label, confound_columns, keep_rows
 from clinical_transfer.stats.effects import rank_effects
 
+ATTENUATION_EXPLAINED = 0.5
 VERDICTS = ("robust correlate", "confound-explained", "unstable across splits", "not significant", "suppressed")
 NUMERIC_COLUMNS = (
     "n_participants_pos", "n_participants_neg", "n_participants", "n_recordings", "beta_raw", "se_raw",
@@ -290,10 +293,12 @@ def _verdicts(df: pd.DataFrame, alpha: float) -> np.ndarray:
     q_adj, q_raw = df["q_adj"].to_numpy(float), df["q_raw"].to_numpy(float)
     het = df["heterogeneity_p"].to_numpy(float)
     rev = df["n_strata_reversed"].to_numpy(float, na_value=0.0)
+    att = df["attenuation"].to_numpy(float)
     sig = q_adj < alpha
     unstable = sig & ((het < alpha) | (rev > 0))
+    explained = ~sig & (q_raw < alpha) & (att >= ATTENUATION_EXPLAINED)
     return np.select(
-        [sig & ~unstable, unstable, ~sig & (q_raw < alpha)],
+        [sig & ~unstable, unstable, explained],
         ["robust correlate", "unstable across splits", "confound-explained"],
         default="not significant",
     )
