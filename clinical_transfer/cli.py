@@ -230,6 +230,41 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from clinical_transfer.reporting.inspect import inspect_run
+
+    run = Path(args.run_dir)
+    if args.html:
+        from clinical_transfer.reporting.render import render_html
+
+        if not (run / "REPORT.md").is_file():
+            raise ClinicalTransferError(f"{run} has no REPORT.md", "pass the --out folder of run-overlay")
+        path = render_html((run / "REPORT.md").read_text(), run)
+        _say(f"HTML report: {path.resolve().as_uri()}")
+        return 0
+    inspect_run(run, args.label, args.group, args.feature, args.top)
+    return 0
+
+
+def _cmd_freeze(args: argparse.Namespace) -> int:
+    from clinical_transfer.reporting.freeze import freeze
+
+    dest = freeze(args.run_dir, Path(args.dest) / args.name)
+    _say(f"frozen tables written to {dest}; verify them with: clinical-transfer regenerate {dest}")
+    return 0
+
+
+def _cmd_regenerate(args: argparse.Namespace) -> int:
+    from clinical_transfer.reporting.freeze import regenerate
+
+    problems = regenerate(args.frozen, args.work, progress=not args.quiet, salt=args.salt)
+    _say(BANNER)
+    for p in problems:
+        _say(f"DIFFERS {p}")
+    _say(f"{args.frozen}: " + ("byte-identical tables regenerated" if not problems else f"{len(problems)} difference(s)"))
+    return 1 if problems else 0
+
+
 def _cmd_build_default_sae(args: argparse.Namespace) -> int:
     from clinical_transfer.default_sae import build_default_sae
 
@@ -370,6 +405,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="writes OUT/test_eval/summary.json")
     p.set_defaults(func=_cmd_eval_sae)
 
+    p = sub.add_parser("inspect", help="terminal view of a run: verdicts, top correlates, one feature's splits")
+    p.add_argument("run_dir")
+    p.add_argument("--label", default=None)
+    p.add_argument("--group", default=None, help="segment group (prompted_speech, vowel, cough, breath)")
+    p.add_argument("--feature", default=None, help="e.g. feature_00161: its estimates across confound splits")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--html", action="store_true", help="(re)write report.html and print its address")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("freeze", help="freeze a run's overlay tables under reports/frozen/NAME with a manifest")
+    p.add_argument("run_dir")
+    p.add_argument("--name", required=True)
+    p.add_argument("--dest", default="reports/frozen")
+    p.set_defaults(func=_cmd_freeze)
+
+    p = sub.add_parser("regenerate", help="rebuild frozen tables from their inputs and verify them byte for byte")
+    p.add_argument("frozen", help="e.g. reports/frozen/demo")
+    p.add_argument("--work", default=None, help="scratch folder (default: a temporary folder)")
+    p.add_argument("--salt", default=None, help="the run's salt (the demo's public salt is known)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_regenerate)
+
     p = sub.add_parser("audit", help="re-check a run folder against the guardrails (exit 1 on any violation)")
     p.add_argument("run_dir")
     p.add_argument("--corpus-ids", default=None, help="CSV with an 'id' column of raw corpus ids to look for")
@@ -431,7 +488,12 @@ def run_overlay_main(argv: list[str] | None = None) -> int:
         return 0
     from clinical_transfer.pipeline import run_overlay
 
-    run = run_overlay(cfg, out, progress=not args.quiet,
+    demo = None
+    if args.demo:
+        d = cfg.demo
+        demo = {"n_participants": d.n_participants, "seed": d.seed, "duration_s": d.duration_s,
+                "salt": cfg.guardrails.salt}  # a synthetic corpus: nothing to protect
+    run = run_overlay(cfg, out, progress=not args.quiet, demo=demo,
                       corpus_note="synthetic demo corpus, effects planted on purpose" if args.demo else "public corpus")
     _say(BANNER)
     for label, table in run["overlays"].items():

@@ -101,6 +101,14 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def public_dict(self) -> dict[str, Any]:
+        """The config as written beside outputs: the salt is replaced by its SHA-256, because Coswara's
+        ids are public and salt + ids would undo the pseudonyms."""
+        d = asdict(self)
+        salt = d["guardrails"]["salt"]
+        d["guardrails"]["salt"] = "sha256:" + hashlib.sha256(salt.encode()).hexdigest() if salt else ""
+        return d
+
     def digest(self) -> str:
         """SHA-256 of the resolved config (sorted JSON): names a run's settings in manifests."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()

@@ -61,7 +61,7 @@ def run_inventory(cfg: RunConfig, out: Path, progress: bool = True) -> Inventory
     guardrails.write_table(result.agreement, out / "tag_agreement")
     guardrails.write_json(
         {
-            "config": cfg.to_dict(), "config_sha256": cfg.digest(), "clinical_transfer": __version__,
+            "config": cfg.public_dict(), "config_sha256": cfg.digest(), "clinical_transfer": __version__,
             "python": platform.python_version(), "pandas": pd.__version__,
             "n_participants": int(recordings["participant_id"].nunique()),
             "n_recordings": len(recordings), "notes": result.notes,

@@ -59,7 +59,18 @@ def analysis_meta(recordings: pd.DataFrame, salt: str, columns: list[str]) -> pd
     return meta.reset_index(drop=True)
 
 
-def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: str = "public corpus") -> dict:
+def input_hashes(recordings: pd.DataFrame, encoder, sae_hash: str) -> dict:
+    """What a run read: every audio file's SHA-256 (in recording order), the encoder and the SAE."""
+    import hashlib
+
+    ok = recordings.sort_values("recording_id", kind="stable")
+    audio = hashlib.sha256("\n".join(f"{s}" for s in ok["audio_sha256"].fillna("missing")).encode()).hexdigest()
+    labels = hashlib.sha256(recordings.drop(columns=["source"]).to_csv(index=False).encode()).hexdigest()
+    return {"audio_sha256": audio, "recording_table_sha256": labels, "encoder_id": encoder.id(), "sae_sha256": sae_hash}
+
+
+def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: str = "public corpus",
+                demo: dict | None = None) -> dict:
     from clinical_transfer.reporting.render import render_markdown
     from clinical_transfer.scoring import score_recordings
     from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
@@ -116,7 +127,10 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         "missing_as": {l.column: l.missing_as for l in a.labels if l.missing_as},
     }
     render_markdown(run, out)
-    guardrails.write_json({"resolved_config": cfg.to_dict(), "config_sha256": cfg.digest(),
+    from clinical_transfer.scoring import sae_hash
+
+    guardrails.write_json({"resolved_config": cfg.public_dict(), "config_sha256": cfg.digest(),
+                           "inputs": input_hashes(inv.recordings, encoder, sae_hash(sae)), "demo": demo,
                            "scoring": summary.text(), "n_features_tested": features.shape[1] - 1},
                           out / "run_manifest.json")
     return run

@@ -1,0 +1,114 @@
+"""Frozen overlay tables: a compact, rounded record of a run that anyone can rebuild and verify.
+
+``freeze(run, dest)`` writes, per label, the rows that are not ``not significant`` (rounded to 6
+significant digits, so that last-bit floating-point noise between machines cannot break the check) and a
+verdict-count table, plus ``MANIFEST.json`` (resolved config, input hashes, versions, seed, table hashes).
+``regenerate(dest)`` re-runs the job from the manifest's inputs in a scratch folder, freezes again and
+compares byte for byte; any difference is reported table by table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from clinical_transfer import __version__, guardrails
+from clinical_transfer.errors import ClinicalTransferError
+
+KEEP = ("label", "contrast", "segment_group", "feature", "role", "n_participants_pos", "n_participants_neg",
+        "beta_raw", "beta_adj", "se_adj", "q_raw", "q_adj", "attenuation", "auroc", "verdict")
+
+
+def _round(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].map(lambda v: float(f"{v:.6g}") if pd.notna(v) else v)
+    return out
+
+
+def _tables(run: Path) -> dict[str, pd.DataFrame]:
+    tables, counts = {}, []
+    for folder in sorted(p for p in (run / "overlays").iterdir() if p.is_dir()):
+        t = pd.read_parquet(folder / "overlay.parquet")
+        counts.append(t.groupby(["label", "role", "segment_group", "verdict"]).size().rename("n_features").reset_index())
+        keep = t[t["verdict"] != "not significant"][list(KEEP)]
+        tables[f"{folder.name}.csv"] = _round(keep.sort_values(["role", "segment_group", "feature"], kind="stable"))
+    tables["verdict_counts.csv"] = pd.concat(counts, ignore_index=True)
+    return tables
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def freeze(run: str | Path, dest: str | Path) -> Path:
+    run, dest = Path(run), Path(dest)
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.csv"):
+        old.unlink()
+    hashes = {}
+    for name, table in _tables(run).items():
+        path = guardrails.write_table(table, dest / name, formats=("csv",))[0]
+        hashes[name] = _sha(path)
+    guardrails.write_json({
+        "resolved_config": manifest["resolved_config"], "config_sha256": manifest["config_sha256"],
+        "inputs": manifest["inputs"], "demo": manifest.get("demo"), "seed": manifest["resolved_config"]["seed"],
+        "versions": {"clinical_transfer": __version__, "python": platform.python_version(),
+                     "pandas": pd.__version__},
+        "rounding": "floats rounded to 6 significant digits", "tables_sha256": hashes,
+    }, dest / "MANIFEST.json")
+    return dest
+
+
+def regenerate(frozen: str | Path, work: str | Path | None = None, progress: bool = False,
+               salt: str | None = None) -> list[str]:
+    """Rebuild the frozen tables from their inputs; returns the differences (empty = byte-identical)."""
+    from clinical_transfer.config import RunConfig, _build
+    from clinical_transfer.pipeline import run_overlay
+
+    frozen = Path(frozen)
+    if not (frozen / "MANIFEST.json").is_file():
+        raise ClinicalTransferError(f"{frozen} has no MANIFEST.json", "pass a folder under reports/frozen/")
+    m = json.loads((frozen / "MANIFEST.json").read_text())
+    work = Path(work) if work else Path(tempfile.mkdtemp(prefix="regenerate_"))
+    cfg = _build(RunConfig, m["resolved_config"], "MANIFEST.json")
+    recorded = cfg.guardrails.salt
+    if salt is None and m.get("demo"):
+        salt = m["demo"].get("salt")  # synthetic corpus: its salt is public
+    if not salt or "sha256:" + hashlib.sha256(salt.encode()).hexdigest() != recorded:
+        raise ClinicalTransferError("the salt of the frozen run is needed and was not given (or does not match)",
+                                    "pass --salt with the salt the run used")
+    cfg.guardrails.salt = salt
+    if m.get("demo"):
+        from dataset_adapters.demo import DemoConfig, write_demo_corpus
+
+        spec = {k: v for k, v in m["demo"].items() if k != "salt"}
+        cfg.dataset.data_root = str(write_demo_corpus(work / "corpus", DemoConfig(**spec), progress=progress))
+    elif not Path(cfg.dataset.data_root).is_dir():
+        raise ClinicalTransferError(f"the frozen run's corpus {cfg.dataset.data_root} is not here",
+                                    "place the corpus there (or edit data_root in MANIFEST.json) and run again")
+    run_overlay(cfg, work / "run", progress=progress)
+    rebuilt = freeze(work / "run", work / "frozen")
+    problems = []
+    new = json.loads((rebuilt / "MANIFEST.json").read_text())
+    if new["inputs"] != m["inputs"]:
+        problems.append(f"inputs differ: frozen {m['inputs']} vs rebuilt {new['inputs']}")
+    for name, digest in m["tables_sha256"].items():
+        got = new["tables_sha256"].get(name)
+        on_disk = _sha(frozen / name) if (frozen / name).is_file() else None
+        if on_disk != digest:
+            problems.append(f"{name}: changed since it was frozen (its hash no longer matches MANIFEST.json)")
+        if got != digest or got != on_disk:
+            a = pd.read_csv(frozen / name, comment="#") if (frozen / name).is_file() else pd.DataFrame()
+            b = pd.read_csv(rebuilt / name, comment="#") if (rebuilt / name).is_file() else pd.DataFrame()
+            problems.append(f"{name}: differs (frozen {len(a)} rows, rebuilt {len(b)} rows)")
+    for name in sorted(set(new["tables_sha256"]) - set(m["tables_sha256"])):
+        problems.append(f"{name}: rebuilt but not in the frozen set")
+    return problems

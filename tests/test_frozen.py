@@ -1,0 +1,36 @@
+"""Frozen overlay tables: the shipped demo regenerates byte-identical; a changed table is reported."""
+
+import shutil
+
+import pytest
+
+from clinical_transfer.cli import main
+from tests.conftest import REPO
+
+FROZEN = REPO / "reports" / "frozen" / "demo"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("regen")
+
+
+def test_shipped_frozen_demo_regenerates_byte_identical(work, capsys):
+    assert (FROZEN / "MANIFEST.json").is_file()
+    code = main(["regenerate", str(FROZEN), "--quiet", "--work", str(work / "a")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "byte-identical tables regenerated" in out
+
+
+def test_a_changed_table_is_reported(work, tmp_path, capsys):
+    copy = tmp_path / "demo"
+    shutil.copytree(FROZEN, copy)
+    table = copy / "st.csv"
+    lines = table.read_text().splitlines()
+    lines[2] = lines[2].replace("robust correlate", "not significant")
+    table.write_text("\n".join(lines) + "\n")
+    code = main(["regenerate", str(copy), "--quiet", "--work", str(work / "b")])
+    out = capsys.readouterr().out
+    assert code == 1 and "DIFFERS st.csv: differs" in out and "2 difference(s)" in out
+    assert "DIFFERS st.csv: changed since it was frozen" in out
