@@ -456,6 +456,10 @@ def build_run_overlay_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="write the demo corpus and run on the embedded default")
     _add_data_args(p)
     p.add_argument("--out", default="runs/overlay", help="output folder (default runs/overlay)")
+    p.add_argument("--encoder", default=None, choices=["ge2e", "gemma", "hf-encoder"], help="overrides [encoder] name")
+    p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
+    p.add_argument("--layer", type=int, default=None, help="layer to capture (convention recorded in the manifests)")
+    p.add_argument("--sae", default=None, help="SAE checkpoint (default: the embedded default SAE, GE2E layer 3)")
     p.add_argument("--inventory-only", action="store_true", help="stop after the inventory")
     return p
 
@@ -480,6 +484,9 @@ def run_overlay_main(argv: list[str] | None = None) -> int:
                                                  duration_s=demo.duration_s), progress=not args.quiet)
         args.data_root = str(corpus)
     cfg = _resolve_config(args)
+    for flag, key in (("encoder", "name"), ("model", "model"), ("layer", "layer"), ("sae", "sae")):
+        if getattr(args, flag, None) is not None:
+            setattr(cfg.encoder, key, getattr(args, flag))
     if args.inventory_only:
         result = run_inventory(cfg, out, progress=not args.quiet)
         _say(BANNER)

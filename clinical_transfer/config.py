@@ -78,6 +78,11 @@ class AnalysisConfig:
     permutations: int = 50
     alpha: float = 0.05
     strata: list[str] = field(default_factory=lambda: ["sex", "age_band", "wave", "english_proficiency"])
+    segment_groups: list[str] = field(default_factory=lambda: ["prompted_speech", "vowel", "cough", "breath"])
+    """Groups analysed (each apart; never pooled)."""
+    feature_labels: str = ""
+    """Optional CSV (feature, feature_label) of atlas labels joined by feature id; disease-like labels are
+    rewritten by the guardrails' term audit and the original kept in a flagged column."""
 
 
 @dataclass

@@ -59,6 +59,28 @@ def analysis_meta(recordings: pd.DataFrame, salt: str, columns: list[str]) -> pd
     return meta.reset_index(drop=True)
 
 
+def _atlas_labels(path: str) -> pd.DataFrame | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise ClinicalTransferError(f"feature label table {p} does not exist", "fix [analysis] feature_labels")
+    table = pd.read_csv(p, comment="#", dtype=str)
+    if not {"feature", "feature_label"} <= set(table.columns):
+        raise ClinicalTransferError(f"{p} needs the columns feature, feature_label (found: {', '.join(table.columns)})",
+                                    "write one row per SAE feature id, e.g. feature_00161,breathy phonation")
+    return table
+
+
+def _join_atlas(overlay: pd.DataFrame, atlas: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Join atlas labels by feature id, rewriting disease-like ones per (label, segment group)."""
+    parts = []
+    for (label, group), rows in overlay.groupby(["label", "segment_group"], sort=False):
+        safe = guardrails.audit_feature_labels(atlas, label, dataset, group)
+        parts.append(rows.merge(safe, on="feature", how="left"))
+    return pd.concat(parts, ignore_index=True)
+
+
 def input_hashes(recordings: pd.DataFrame, encoder, sae_hash: str) -> dict:
     """What a run read: every audio file's SHA-256 (in recording order), the encoder and the SAE."""
     import hashlib
@@ -93,6 +115,8 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     features = feature_table(store, a.aggregation)
     meta = analysis_meta(inv.recordings, cfg.guardrails.salt,
                          [l.column for l in a.labels] + a.confounds + ["age", "sex", "wave", "english_proficiency"])
+    meta = meta[meta["segment_group"].isin(a.segment_groups)].reset_index(drop=True)
+    atlas = _atlas_labels(a.feature_labels)
     overlays, nulls, pcs, splits = {}, {}, [], {}
     for lab in a.labels:
         if lab.missing_as:  # e.g. symptoms: True vs not reported (stated in the report)
@@ -102,6 +126,8 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
                              seed=cfg.seed, alpha=a.alpha, min_cell=cfg.guardrails.min_cell, strict=False,
                              positive_controls=["age", "sex"] if i == 0 else [])
         res = overlay(features, meta, LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)), config=ocfg)
+        if atlas is not None:
+            res.overlay = _join_atlas(res.overlay, atlas, cfg.dataset.name)
         res.write(out / "overlays" / lab.column)
         overlays[lab.column] = res.overlay
         splits[lab.column] = res.splits

@@ -56,3 +56,22 @@ def test_real_sample_through_the_full_run_overlay(tmp_path, coswara_dir, capsys)
     report = (out / "REPORT.md").read_text()
     assert "no row matches the positive value(s) ['positive_*'] (values present: healthy)" in report
     assert SAMPLE_ID not in report
+
+
+def test_atlas_labels_join_and_disease_words_are_rewritten():
+    from clinical_transfer.pipeline import _join_atlas
+
+    overlay = pd.DataFrame({"label": "st", "segment_group": ["vowel", "cough"], "feature": "feature_00001"})
+    atlas = pd.DataFrame({"feature": ["feature_00001"], "feature_label": ["covid cough biomarker"]})
+    out = _join_atlas(overlay, atlas, "coswara").set_index("segment_group")
+    assert out.loc["vowel", "feature_label"] == "correlate of st in coswara (vowel)"
+    assert out.loc["cough", "feature_label_original"] == "covid cough biomarker" and out["label_flagged"].all()
+
+
+def test_run_overlay_encoder_flags_override_the_config(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[guardrails]\nsalt = 'x'\n[demo]\nn_participants = 12\nduration_s = 1.5\n"
+                   "[[analysis.labels]]\ncolumn = 'st'\n")
+    code = run_overlay_main(["--demo", "--quiet", "--config", str(cfg), "--layer", "2", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "no SAE configured for this encoder/layer" in capsys.readouterr().err

@@ -35,8 +35,8 @@ def _verdicts(overlay: pd.DataFrame) -> pd.DataFrame:
 
 def _top(overlay: pd.DataFrame, verdict: str) -> pd.DataFrame:
     rows = overlay[overlay["verdict"] == verdict].sort_values(["segment_group", "p_adj"]).groupby("segment_group").head(TOP_N)
-    cols = ["segment_group", "feature", "beta_raw", "beta_adj", "attenuation", "q_adj", "auroc", "auroc_low",
-            "auroc_high", "n_strata", "n_strata_same_sign", "p_matched"]
+    cols = ["segment_group", "feature", "feature_label", "beta_raw", "beta_adj", "attenuation", "q_adj", "auroc",
+            "auroc_low", "auroc_high", "n_strata", "n_strata_same_sign", "p_matched", "nuisance_flag"]
     return rows[[c for c in cols if c in rows.columns]]
 
 
