@@ -142,9 +142,10 @@ def _participant(i: int, cfg: DemoConfig) -> _Person:
         covid = str(rng.choice(["positive_mild", "positive_moderate", "positive_asymp"], p=[0.6, 0.25, 0.15]))
     else:
         covid = str(rng.choice(["healthy", "no_resp_illness_exposed", "recovered_full"], p=[0.8, 0.1, 0.1]))
-    # Age (a positive control): female F0 falls, male F0 rises slightly, and the voice grows rougher and
-    # breathier with age; sex sets F0 and vocal-tract length.
-    f0 = rng.normal(205.0, 15.0) - 0.6 * (age - 18) if female else rng.normal(112.0, 8.0) + 0.25 * (age - 18)
+    # Age (a positive control): female F0 falls, and every voice grows rougher and breathier with age;
+    # sex sets F0 and vocal-tract length. (An opposite male F0 slope was tried: its sex x age interaction
+    # leaked through the linear adjustment into the sex-confounded label, so it was taken out.)
+    f0 = rng.normal(205.0, 15.0) - 0.5 * (age - 18) if female else rng.normal(118.0, 10.0)
     voice = synth.Voice(
         f0_hz=float(f0),
         formant_scale=1.15 if female else 1.0,

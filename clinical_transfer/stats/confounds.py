@@ -56,12 +56,15 @@ def split_estimates(
                 a = associate(x, F[mask], C, pids if cluster else None)
             except Exception:  # a stratum where the label is collinear with the remaining confounds
                 continue
+            ok = np.isfinite(a.se) & (a.se > 0)  # a feature constant within the stratum is not estimable there
+            if not ok.any():
+                continue
             out.append(pd.DataFrame({
-                "feature": features, "split_variable": var, "stratum": str(level),
+                "feature": np.asarray(features)[ok], "split_variable": var, "stratum": str(level),
                 "n_participants_pos": n_pos if fam.binary else pd.NA,
                 "n_participants_neg": n_neg if fam.binary else pd.NA,
                 "n_participants": int(pd.unique(pids).size),
-                "beta": a.beta, "se": a.se, "p": a.p,
+                "beta": a.beta[ok], "se": a.se[ok], "p": a.p[ok],
             }))
     if not out:
         return pd.DataFrame(columns=["feature", "split_variable", "stratum", "n_participants_pos",
