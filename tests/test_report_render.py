@@ -46,3 +46,15 @@ def test_renders_in_headless_chromium_without_console_errors(report, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert console == [], console
+
+
+def test_forest_rows_never_mix_in_positive_control_splits():
+    import pandas as pd
+
+    from clinical_transfer.reporting.figures import forest_rows
+
+    splits = pd.DataFrame({"label": ["st", "age", "st"], "segment_group": ["vowel", "vowel", "cough"],
+                           "feature": "feature_00001", "split_variable": "sex", "stratum": "male",
+                           "beta": [0.2, 0.003, 0.1], "se": 0.01, "p": 0.01})
+    rows = forest_rows(splits, "st", "vowel", "feature_00001")
+    assert rows["beta"].tolist() == [0.2]

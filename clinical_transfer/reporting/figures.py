@@ -78,9 +78,15 @@ def heatmap(table: pd.DataFrame, label: str, path: Path, top: int = 12) -> Path 
     return save_figure(fig, path)
 
 
+def forest_rows(splits: pd.DataFrame, label: str, group: str, feature: str) -> pd.DataFrame:
+    """The per-stratum rows of one (label, segment group, feature); a label's splits table also holds its
+    positive controls' splits, which must not be mixed in."""
+    return splits[(splits["label"] == label) & (splits["segment_group"] == group) & (splits["feature"] == feature)]
+
+
 def forest(splits: pd.DataFrame, overall: pd.Series, label: str, group: str, feature: str, path: Path) -> Path | None:
     """Per-stratum estimates (±1.96 SE) of one feature beside its overall adjusted estimate."""
-    s = splits[(splits["segment_group"] == group) & (splits["feature"] == feature)]
+    s = forest_rows(splits, label, group, feature)
     if s.empty:
         return None
     rows = [(f"{r.split_variable}={r.stratum}", r.beta, r.se) for r in s.itertuples()]

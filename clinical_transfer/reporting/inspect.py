@@ -59,7 +59,7 @@ def inspect_run(run: str | Path, label: str | None = None, group: str | None = N
             con.print(_table(row[[c for c in COLUMNS if c in row.columns]], f"{lab}: {feature}"))
             splits = pd.read_parquet(run / "overlays" / lab / "splits.parquet")
             if "feature" in splits.columns:
-                s = splits[splits["feature"] == feature]
+                s = splits[(splits["feature"] == feature) & (splits["label"] == lab)]
                 if group:
                     s = s[s["segment_group"] == group]
                 cols = ["segment_group", "split_variable", "stratum", "n_participants", "beta", "se", "p"]
