@@ -155,13 +155,19 @@ class ScoreStore:
         return (np.load(self.folder / "frames_indices.npy", mmap_mode="r")[sl],
                 np.load(self.folder / "frames_values.npy", mmap_mode="r")[sl])
 
-    def scores(self, row: int) -> RecordingScores:
-        ip = np.load(self.folder / "indptr.npy")
-        sl = slice(ip[row], ip[row + 1])
-        get = lambda n: np.load(self.folder / f"{n}.npy")[sl]  # noqa: E731
-        frames = self.frame_codes(row) if (self.folder / "frames_indptr.npy").is_file() else (None, None)
-        return RecordingScores(get("indices"), get("mean"), get("frac_active"), get("max"),
-                               int(self.index["n_frames"].iloc[row]), *[None if f is None else np.asarray(f) for f in frames])
+    def all_scores(self) -> list[RecordingScores]:
+        """Every row's scores, reading each array file once (merging shards must not re-read per row)."""
+        load = {n: np.load(self.folder / f"{n}.npy") for n in ("indptr", "indices", *AGGREGATES)}
+        has_frames = (self.folder / "frames_indptr.npy").is_file()
+        if has_frames:
+            fp, fi, fv = (np.load(self.folder / f"frames_{n}.npy") for n in ("indptr", "indices", "values"))
+        out = []
+        for row in range(len(self.index)):
+            sl = slice(load["indptr"][row], load["indptr"][row + 1])
+            frames = (fi[fp[row]:fp[row + 1]], fv[fp[row]:fp[row + 1]]) if has_frames else (None, None)
+            out.append(RecordingScores(load["indices"][sl], load["mean"][sl], load["frac_active"][sl], load["max"][sl],
+                                       int(self.index["n_frames"].iloc[row]), *frames))
+        return out
 
 
 def merge_stores(shards: list[str | Path], out: str | Path) -> Path:
@@ -189,7 +195,7 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> Path:
             if s.manifest.get(k) != stores[0].manifest.get(k):
                 raise ClinicalTransferError(f"shards disagree on {k}", "merge shards made with the same encoder, SAE and salt")
     index = pd.concat([s.index for s in stores], ignore_index=True)
-    scores = [s.scores(r) for s in stores for r in range(len(s.index))]
+    scores = [sc for s in stores for sc in s.all_scores()]
     order = np.argsort(index["recording_id"].to_numpy(), kind="stable")
     manifest = {k: v for k, v in stores[0].manifest.items() if k not in ("files_sha256", "n_recordings", "shard",
                                                                         guardrails.BANNER_KEY, "run_summary")}

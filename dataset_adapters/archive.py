@@ -81,12 +81,6 @@ def iter_members(parts: list[Path], wanted: set[str] | None = None) -> Iterator[
                 yield info.name, fh.read()
 
 
-def list_members(parts: list[Path]) -> list[str]:
-    """Names of regular files in the archive (one streaming pass, no data kept)."""
-    with ConcatenatedParts(parts) as raw, tarfile.open(fileobj=io.BufferedReader(raw), mode="r|gz") as tar:
-        return [info.name for info in tar if info.isfile()]
-
-
 def read_sources(sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
     """Yield (source, bytes or None if absent) for path or ``parts::member`` locators.
 

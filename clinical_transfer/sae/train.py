@@ -18,7 +18,6 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -212,7 +211,3 @@ def atom_recovery(sae: SparseAutoencoder, D: torch.Tensor, threshold: float = 0.
     W = sae.W_dec / sae.W_dec.norm(dim=1, keepdim=True)
     cos = (D / D.norm(dim=1, keepdim=True)) @ W.T
     return float((cos.max(dim=1).values > threshold).float().mean())
-
-
-def numpy_from(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
