@@ -104,3 +104,45 @@ def test_q_values_equal_multipletests_bh():
         np.testing.assert_allclose(fam["q_adj"], multipletests(fam["p_adj"], method="fdr_bh")[1], rtol=1e-12)
         np.testing.assert_allclose(fam["q_raw"], multipletests(fam["p_raw"], method="fdr_bh")[1], rtol=1e-12)
         np.testing.assert_allclose(fam["q_adj_by"], multipletests(fam["p_adj"], method="fdr_by")[1], rtol=1e-12)
+
+
+def test_threads_leave_every_bit_unchanged_and_chunking_the_values(data):
+    """Worker threads take the same chunks, so results are bit-identical whatever their number; other
+    chunk widths may change BLAS's summation order (last bits) but not the values."""
+    x, F, C, g = data
+    F32 = np.asfortranarray(np.tile(F, (1, 9)).astype(np.float32))  # 108 columns: several chunks
+    ref = associate_designs(x, F32, [C, None], g, chunk=16, workers=1)
+    for workers in (2, 3):
+        for a, b in zip(ref, associate_designs(x, F32, [C, None], g, chunk=16, workers=workers)):
+            assert np.array_equal(a.beta, b.beta) and np.array_equal(a.se, b.se)
+    for chunk in (5, 108):
+        for a, b in zip(ref, associate_designs(x, F32, [C, None], g, chunk=chunk, workers=2)):
+            np.testing.assert_allclose(a.se, b.se, rtol=1e-12)
+            np.testing.assert_allclose(a.beta, b.beta, rtol=1e-12)
+    y = x == 1
+    e1, e2 = rank_effects(F32, y, chunk=256, workers=1), rank_effects(F32, y, chunk=6, workers=3)
+    assert np.array_equal(e1.auroc, e2.auroc) and np.array_equal(e1.low, e2.low)
+
+
+def test_auroc_with_heavy_ties_and_a_positive_majority():
+    """Large tie runs straddling both groups (SAE-like zeros, few distinct levels), more positives
+    than negatives, and row counts that are not a multiple of the merge's four-row lock step."""
+    rng = np.random.default_rng(11)
+    n, m = 157, 23
+    y = rng.random(n) < 0.7
+    F = np.where(rng.random((n, m)) < 0.6, 0.0, rng.integers(-2, 3, (n, m)) * 0.5).astype(np.float32)
+    F[:, 5] = 1.0  # constant: every pair is a tie
+    e = rank_effects(F, y, chunk=5)
+    for j in range(m):
+        assert e.auroc[j] == pytest.approx(roc_auc_score(y, F[:, j]), abs=1e-12)
+        if j != 5:
+            ref = rank_compare_2indep(F[y, j], F[~y, j])
+            assert (e.low[j], e.high[j]) == pytest.approx(ref.conf_int(), abs=1e-10)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_auroc_refuses_non_finite_values(bad):
+    F = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    F[7, 1] = bad
+    with pytest.raises(ValueError, match="rank effects need finite feature values"):
+        rank_effects(F, np.arange(40) % 3 == 0)
