@@ -1,4 +1,8 @@
-"""run-overlay --demo end to end on a 60-participant demo corpus: the planted truth comes out."""
+"""run-overlay --demo end to end on a 100-participant demo corpus: the planted truth comes out.
+
+100 rather than fewer: a robust correlate must also be found on the exactly matched subset (about a
+third of the participants here), which needs some power.
+"""
 
 import json
 
@@ -12,7 +16,7 @@ CONFIG = """
 [guardrails]
 salt = "e2e"
 [demo]
-n_participants = 60
+n_participants = 100
 duration_s = 2.0
 [analysis]
 confounds = ["age", "sex", "wave"]
@@ -52,7 +56,7 @@ def robust(out, label):
 def test_voice_quality_label_is_robust_only_where_planted(run):
     groups, _ = robust(run, "st")
     assert set(groups) == {"vowel", "prompted_speech"}  # planted in voiced tasks, not in cough/breath
-    assert min(groups.values()) >= 50
+    assert min(groups.values()) >= 25  # measured: 58 in prompted speech, 297 in vowels
 
 
 def test_confounded_labels_are_confound_explained(run):
@@ -70,10 +74,10 @@ def test_null_label_has_no_robust_correlate(run):
 def test_sex_and_age_positive_controls_are_strong(run):
     controls = pd.read_parquet(run / "overlays" / "st" / "controls.parquet")
     pc = controls[controls["kind"] == "positive_control"].set_index(["label", "segment_group"])
-    # measured on this 60-participant demo: sex 621 features in vowels (max |t| 35), age 25 (max |t| 4.7);
+    # measured on this 100-participant demo: sex 826 features in vowels (max |t| 51), age 126 (max |t| 6.1);
     # age was planted in voiced audio only
     assert (pc.loc["sex", "n_significant"] > 10).all() and pc.loc[("sex", "vowel"), "max_abs_t"] > 10
-    assert pc.loc[("age", "vowel"), "n_significant"] >= 10 and pc.loc[("age", "vowel"), "max_abs_t"] > 4
+    assert pc.loc[("age", "vowel"), "n_significant"] >= 50 and pc.loc[("age", "vowel"), "max_abs_t"] > 5
 
 
 def test_report_and_every_file_carry_the_label_and_no_raw_ids(run):

@@ -8,8 +8,12 @@ Verdicts (per feature; α = ``alpha``, q = Benjamini–Hochberg within the famil
 
 * ``suppressed`` — a side of the contrast has fewer than ``min_cell`` participants (no numbers shown);
 * ``robust correlate`` — q_adj < α, no significant heterogeneity across confound strata (Cochran's Q,
-  Bonferroni over split variables) and no stratum with a significant estimate of the opposite sign;
-* ``unstable across splits`` — q_adj < α but heterogeneous or reversed in some stratum;
+  Bonferroni over split variables), no stratum with a significant estimate of the opposite sign, and —
+  where the exactly matched subset could be formed — the overlay re-run on it finds the feature too
+  (q_matched < α, BH over the whole family, same sign);
+* ``unstable across splits`` — q_adj < α but heterogeneous or reversed in some stratum, or not
+  reproduced on the matched subset (adjustment is linear and additive; matching is not, so a hit that
+  vanishes once the groups are balanced within strata is treated as residual confounding);
 * ``confound-explained`` — q_raw < α unadjusted, q_adj ≥ α after adjustment, and adjustment removed at
   least half of the effect (attenuation ≥ 0.5; a borderline feature whose estimate did not shrink is
   ``not significant``, not explained);
@@ -298,8 +302,13 @@ def _verdicts(df: pd.DataFrame, alpha: float) -> np.ndarray:
     het = df["heterogeneity_p"].to_numpy(float)
     rev = df["n_strata_reversed"].to_numpy(float, na_value=0.0)
     att = df["attenuation"].to_numpy(float)
+    q_m, b_m = df["q_matched"].to_numpy(float), df["beta_matched"].to_numpy(float)
+    b_adj = df["beta_adj"].to_numpy(float)
     sig = q_adj < alpha
-    unstable = sig & ((het < alpha) | (rev > 0))
+    # No matched subset for this family (continuous label, too few participants): nothing to check.
+    matched = df["n_participants_matched"].notna().to_numpy()
+    not_reproduced = matched & ~((q_m < alpha) & (np.sign(b_m) == np.sign(b_adj)))
+    unstable = sig & ((het < alpha) | (rev > 0) | not_reproduced)
     explained = ~sig & (q_raw < alpha) & (att >= ATTENUATION_EXPLAINED)
     return np.select(
         [sig & ~unstable, unstable, explained],
