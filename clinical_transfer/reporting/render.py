@@ -36,7 +36,7 @@ def _verdicts(overlay: pd.DataFrame) -> pd.DataFrame:
 def _top(overlay: pd.DataFrame, verdict: str) -> pd.DataFrame:
     rows = overlay[overlay["verdict"] == verdict].sort_values(["segment_group", "p_adj"]).groupby("segment_group").head(TOP_N)
     cols = ["segment_group", "feature", "feature_label", "beta_raw", "beta_adj", "attenuation", "q_adj", "auroc",
-            "auroc_low", "auroc_high", "n_strata", "n_strata_same_sign", "p_matched", "nuisance_flag"]
+            "auroc_low", "auroc_high", "n_strata", "n_strata_same_sign", "q_matched", "nuisance_flag"]
     return rows[[c for c in cols if c in rows.columns]]
 
 
@@ -157,7 +157,8 @@ def render_markdown(run: dict, out: str | Path) -> Path:
             parts += [f"Blank answers of `{label}` were analysed as `{run['missing_as'][label]}` (not reported), "
                       "not as unknown.", ""]
         parts += ["Verdicts per segment group (features):", "", _table(_verdicts(target)),
-                  "Robust correlates (adjusted q < alpha, stable across confound splits; top 5 per group):", "",
+                  "Robust correlates (adjusted q < alpha, stable across confound splits, found again on the exactly "
+                  "matched subset; top 5 per group):", "",
                   _table(_top(target, "robust correlate")),
                   "Confound-explained (significant unadjusted, not after adjustment; top 5 per group):", "",
                   _table(_top(target, "confound-explained"))]
