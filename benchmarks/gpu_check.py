@@ -17,9 +17,12 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.tiny_models, from any folder
 
 FAILED: list[str] = []
 DEVICE = "cuda"
@@ -120,34 +123,18 @@ def ge2e_section() -> None:
 
 
 def hf_section() -> None:
-    from transformers import (Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model, WhisperConfig,
-                              WhisperFeatureExtractor, WhisperModel)
-
     from clinical_transfer.encoders import get_encoder
+    from tests.tiny_models import save_tiny_wav2vec2, save_tiny_whisper
 
     y = np.random.default_rng(0).normal(0, 0.1, 16000 * 3).astype(np.float32)
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        cfg = WhisperConfig(d_model=16, encoder_layers=2, encoder_attention_heads=2, decoder_layers=1,
-                            decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
-                            vocab_size=100, max_source_positions=1500, max_target_positions=32, pad_token_id=0,
-                            bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
-        WhisperModel(cfg).eval().save_pretrained(tmp)
-        WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp)
-        a = get_encoder("hf-encoder", model=tmp, layer=2).hidden_states([y])[0]
-        b = get_encoder("hf-encoder", model=tmp, layer=2, device=DEVICE, dtype="float32").hidden_states([y])[0].cpu()
-        check("Whisper encoder CUDA == CPU", a.shape == b.shape and torch.allclose(a, b, atol=1e-4),
-              f"shape {tuple(b.shape)}, max |diff| {(a - b).abs().max().item():.2e}")
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                             conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-        Wav2Vec2Model(cfg).eval().save_pretrained(tmp)
-        Wav2Vec2FeatureExtractor(return_attention_mask=False).save_pretrained(tmp)
-        a = get_encoder("hf-encoder", model=tmp, layer=1).hidden_states([y])[0]
-        b = get_encoder("hf-encoder", model=tmp, layer=1, device=DEVICE, dtype="float32").hidden_states([y])[0].cpu()
-        check("wav2vec2 encoder CUDA == CPU", a.shape == b.shape and torch.allclose(a, b, atol=1e-4),
-              f"shape {tuple(b.shape)}, max |diff| {(a - b).abs().max().item():.2e}")
+    for name, save, layer in (("Whisper", save_tiny_whisper, 2), ("wav2vec2", save_tiny_wav2vec2, 1)):
+        with tempfile.TemporaryDirectory() as tmp:
+            save(tmp)
+            a = get_encoder("hf-encoder", model=tmp, layer=layer).hidden_states([y])[0]
+            b = get_encoder("hf-encoder", model=tmp, layer=layer, device=DEVICE, dtype="float32").hidden_states([y])[0]
+            b = b.cpu()
+            check(f"{name} encoder CUDA == CPU", a.shape == b.shape and torch.allclose(a, b, atol=1e-4),
+                  f"shape {tuple(b.shape)}, max |diff| {(a - b).abs().max().item():.2e}")
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ import torch
 
 from clinical_transfer.encoders import get_encoder
 from clinical_transfer.errors import ClinicalTransferError
+from tests.tiny_models import save_tiny_wav2vec2, save_tiny_whisper
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +70,9 @@ def test_gemma_layer_out_of_range(tiny_gemma):
 
 
 def test_whisper_encoder_masks_the_30s_padding(tmp_path):
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+    from transformers import WhisperFeatureExtractor, WhisperModel
 
-    torch.manual_seed(0)
-    cfg = WhisperConfig(d_model=16, encoder_layers=2, encoder_attention_heads=2, decoder_layers=1,
-                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
-                        vocab_size=100, max_source_positions=1500, max_target_positions=32, pad_token_id=0,
-                        bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
-    WhisperModel(cfg).eval().save_pretrained(tmp_path)
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path)
+    save_tiny_whisper(tmp_path)
     enc = get_encoder("hf-encoder", model=str(tmp_path), layer=2)
     y = np.random.default_rng(0).normal(0, 0.1, 16000 * 3).astype(np.float32)  # 3 s
     states = enc.hidden_states([y])[0]
@@ -90,13 +85,9 @@ def test_whisper_encoder_masks_the_30s_padding(tmp_path):
 
 
 def test_wav2vec2_encoder_frames_and_layer(tmp_path):
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    torch.manual_seed(0)
-    cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                         conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    Wav2Vec2Model(cfg).eval().save_pretrained(tmp_path)
-    Wav2Vec2FeatureExtractor(return_attention_mask=False).save_pretrained(tmp_path)
+    save_tiny_wav2vec2(tmp_path)
     enc = get_encoder("hf-encoder", model=str(tmp_path), layer=1)
     y = np.random.default_rng(1).normal(0, 0.1, 16000).astype(np.float32)
     states = enc.hidden_states([y])[0]
