@@ -146,3 +146,18 @@ def test_auroc_refuses_non_finite_values(bad):
     F[7, 1] = bad
     with pytest.raises(ValueError, match="rank effects need finite feature values"):
         rank_effects(F, np.arange(40) % 3 == 0)
+
+
+def test_uneven_unsorted_string_clusters_and_row_major_features():
+    """Cluster sizes 1..9 in shuffled order with string ids, n not a multiple of 4, a row-major float64
+    matrix with a large mean: the compiled pass reorders rows by cluster internally."""
+    rng = np.random.default_rng(5)
+    n, m = 243, 7
+    g = np.array([f"p{i}" for i in rng.integers(0, 60, n)])
+    x = (rng.random(n) < 0.4).astype(float)
+    C = rng.normal(size=(n, 3))
+    F = np.ascontiguousarray(rng.normal(size=(n, m)) + 0.3 * x[:, None] + 50)
+    adj = associate_designs(x, F, [C], g, chunk=3, workers=2)[0]
+    beta, se, t, p = reference(x, F, C, np.unique(g, return_inverse=True)[1], True)
+    for got, want in ((adj.beta, beta), (adj.se, se), (adj.t, t), (adj.p, p)):
+        np.testing.assert_allclose(got, want, rtol=RTOL)
