@@ -350,6 +350,8 @@ def overlay(
     if not len(pos):
         raise ClinicalTransferError("no recording_id is shared by the features and the metadata",
                                     "check that both tables use the same recording ids")
+    group_values = meta[cfg.group_col].astype("string") if cfg.group_col else None
+    groups = ["all"] if group_values is None else sorted(group_values.dropna().unique())
     tables, split_tables, controls = [], [], []
     for role, lab in [("target", spec)] + [("positive_control", LabelSpec(c)) for c in cfg.positive_controls
                                              if c in meta.columns and c != spec.column]:
@@ -359,16 +361,14 @@ def overlay(
             if role == "target" and cfg.strict:
                 raise
             if role == "target":  # not strict: every group is reported as suppressed, with the reason
-                groups = ["all"] if not cfg.group_col else sorted(meta[cfg.group_col].astype("string").dropna().unique())
                 contrast = " vs ".join(["|".join(lab.positive), "|".join(lab.negative)]) if lab.positive else "not formed"
                 tables += [_suppressed_rows(lab.column, contrast, g, names, role, f"suppressed: {exc.problem}")
                            for g in groups]
             continue
         fam_conf = [c for c in cfg.confounds if c != lab.column and not (lab.column == "age" and c == "age_band")]
-        groups = ["all"] if not cfg.group_col else sorted(meta[cfg.group_col].astype("string").dropna().unique())
         for group in groups:
-            in_group = np.ones(len(meta), bool) if not cfg.group_col else (
-                meta[cfg.group_col].astype("string") == group).fillna(False).to_numpy()
+            in_group = np.ones(len(meta), bool) if group_values is None else (
+                group_values == group).fillna(False).to_numpy()
             keep, dropped = keep_rows(meta, np.where(in_group, coded.x, np.nan), fam_conf)
             dropped.pop("label outside the contrast or missing", None)
             fam = Family(lab.column, coded.contrast, group, coded.binary, pos[keep], coded.x[keep],
