@@ -302,6 +302,15 @@ def _resolve_config(args: argparse.Namespace):
     return cfg
 
 
+ENCODER_CHOICES = ("ge2e", "gemma", "hf-encoder")  # = encoders.ENCODERS, without importing torch at start-up
+
+
+def _add_encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default="ge2e", choices=ENCODER_CHOICES)
+    p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
+    p.add_argument("--layer", type=int, default=3, help="layer to capture (convention recorded in the manifest)")
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="adapter name (default from config: coswara)")
     p.add_argument("--data-root", default=None, help="corpus folder (clone with split archives, or extracted)")
@@ -357,18 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("activations", help="dump frame-level encoder states (for SAE training and evaluation)")
     _add_data_args(p)
-    p.add_argument("--encoder", default="ge2e", choices=["ge2e", "gemma", "hf-encoder"])
-    p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
-    p.add_argument("--layer", type=int, default=3, help="layer to capture (convention recorded in the manifest)")
+    _add_encoder_args(p)
     p.add_argument("--heldout-fraction", type=float, default=0.2, help="share of participants held out")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_activations)
 
     p = sub.add_parser("extract", help="score every recording: encoder -> SAE -> per-recording aggregates")
     _add_data_args(p)
-    p.add_argument("--encoder", default="ge2e", choices=["ge2e", "gemma", "hf-encoder"])
-    p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
-    p.add_argument("--layer", type=int, default=3, help="layer to capture (convention recorded in the manifest)")
+    _add_encoder_args(p)
     p.add_argument("--sae", default=None, help="SAE checkpoint (default: the embedded default SAE, GE2E layer 3)")
     p.add_argument("--k", type=int, default=None, help="TopK k when the checkpoint does not say")
     p.add_argument("--shard", default="0/1", help="i/N: score only shard i of N (stable hash of recording_id)")
@@ -456,7 +461,7 @@ def build_run_overlay_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="write the demo corpus and run on the embedded default")
     _add_data_args(p)
     p.add_argument("--out", default="runs/overlay", help="output folder (default runs/overlay)")
-    p.add_argument("--encoder", default=None, choices=["ge2e", "gemma", "hf-encoder"], help="overrides [encoder] name")
+    p.add_argument("--encoder", default=None, choices=ENCODER_CHOICES, help="overrides [encoder] name")
     p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
     p.add_argument("--layer", type=int, default=None, help="layer to capture (convention recorded in the manifests)")
     p.add_argument("--sae", default=None, help="SAE checkpoint (default: the embedded default SAE, GE2E layer 3)")

@@ -103,3 +103,10 @@ def test_missing_model_folder(tmp_path):
         get_encoder("hf-encoder", model=str(tmp_path), layer=1)
     with pytest.raises(ClinicalTransferError, match="needs a local model folder"):
         get_encoder("gemma")
+
+
+def test_cli_offers_exactly_the_registered_encoders():
+    from clinical_transfer.cli import ENCODER_CHOICES
+    from clinical_transfer.encoders.base import ENCODERS
+
+    assert ENCODER_CHOICES == ENCODERS
