@@ -79,8 +79,7 @@ class _Design:
     xt: np.ndarray  # residualised label
     sxx: float
     n_params: int
-    W: sparse.csr_matrix | None  # (G, n): W[g, i] = x̃_i for i in cluster g
-    WQ: np.ndarray | None  # W @ Q
+    WQ: np.ndarray | None  # W @ Q, W (G, n) the cluster-by-row matrix of x̃: W[g, i] = x̃_i for i in g
     b: np.ndarray | None  # Σ_{i∈g} x̃_i²
 
 
@@ -98,9 +97,9 @@ def _design(x: np.ndarray, C: np.ndarray | None, codes: np.ndarray | None, G: in
     if n - n_params < 1:
         raise ClinicalTransferError(f"{n} rows cannot fit {n_params} parameters", "use fewer confounds or more data")
     if codes is None:
-        return _Design(Q, xt, sxx, n_params, None, None, None)
+        return _Design(Q, xt, sxx, n_params, None, None)
     W = sparse.csr_matrix((xt, (codes, np.arange(n))), shape=(G, n))
-    return _Design(Q, xt, sxx, n_params, W, W @ Q, np.bincount(codes, weights=xt * xt, minlength=G))
+    return _Design(Q, xt, sxx, n_params, W @ Q, np.bincount(codes, weights=xt * xt, minlength=G))
 
 
 @njit(cache=True, nogil=True)
