@@ -40,7 +40,7 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def timed_cuda(fn, repeats: int = 5) -> float:
+def timed_on_device(fn, repeats: int = 5) -> float:
     fn()
     sync()
     times = []
@@ -86,14 +86,14 @@ def sae_section() -> None:
     for dtype, model in (("fp32", gpu), ("bf16", half)):
         xx = xg.to(model.W_enc.dtype)
         for batch in ((1024,) if QUICK else (4096, 16384)):
-            enc = timed_cuda(lambda: model.encode_sparse(xx, batch_size=batch, sort=False))
+            enc = timed_on_device(lambda: model.encode_sparse(xx, batch_size=batch, sort=False))
 
             def mm():
                 with torch.inference_mode():
                     for lo in range(0, tokens, batch):
                         torch.matmul(xx[lo : lo + batch], model.W_enc)
 
-            base = timed_cuda(mm)
+            base = timed_on_device(mm)
             flops = 2 * tokens * d * w
             print(f"      {dtype} batch {batch}: encode {tokens / enc:,.0f} tokens/s ({flops / enc / 1e12:.1f} TFLOP/s), "
                   f"matmul {tokens / base:,.0f} tokens/s; ratio {base / enc:.2f}", flush=True)
