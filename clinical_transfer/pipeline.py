@@ -16,8 +16,7 @@ from clinical_transfer import guardrails
 from clinical_transfer.config import RunConfig
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.inventory_stage import run_inventory
-
-NUISANCE = ("duration_s", "rms_dbfs", "silence_fraction", "sample_rate_hz", "quality")
+from clinical_transfer.stats.controls import NUISANCE  # the columns the negative controls read
 
 
 def _encoder_and_sae(cfg: RunConfig):
