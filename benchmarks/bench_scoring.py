@@ -19,8 +19,8 @@ import torch
 
 
 def main() -> None:
-    from clinical_transfer.default_sae import load_default_sae
     from clinical_transfer.encoders import get_encoder
+    from clinical_transfer.sae.default import load_default_sae
     from clinical_transfer.scoring import score_recordings
     from dataset_adapters import get_adapter
     from dataset_adapters.demo import DemoConfig, write_demo_corpus

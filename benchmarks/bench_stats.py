@@ -40,7 +40,7 @@ def make_data(P: int, reps: int, m: int, seed: int = 0):
 def vectorised(label, F, conf, pid):
     from statsmodels.stats.multitest import multipletests
 
-    from clinical_transfer.stats.overlay import core_statistics
+    from clinical_transfer.stats.family import core_statistics
 
     adj, raw, eff = core_statistics(label, F, conf, pid, binary=True)
     q_adj = multipletests(adj.p, method="fdr_bh")[1]

@@ -86,9 +86,9 @@ def sae_section() -> None:
     for dtype, model in (("fp32", gpu), ("bf16", half)):
         xx = xg.to(model.W_enc.dtype)
         for batch in ((1024,) if QUICK else (4096, 16384)):
-            enc = timed_on_device(lambda: model.encode_sparse(xx, batch_size=batch, sort=False))
+            enc = timed_on_device(lambda m=model, x=xx, b=batch: m.encode_sparse(x, batch_size=b, sort=False))
 
-            def mm():
+            def mm(model=model, xx=xx, batch=batch):
                 with torch.inference_mode():
                     for lo in range(0, tokens, batch):
                         torch.matmul(xx[lo : lo + batch], model.W_enc)
@@ -100,8 +100,8 @@ def sae_section() -> None:
 
 
 def ge2e_section() -> None:
-    from clinical_transfer.default_sae import load_default_sae
     from clinical_transfer.encoders import get_encoder
+    from clinical_transfer.sae.default import load_default_sae
 
     torch.backends.cudnn.allow_tf32 = False  # cuDNN's LSTM would otherwise run in TF32
     rng = np.random.default_rng(0)

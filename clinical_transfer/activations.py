@@ -13,9 +13,8 @@ so a dump larger than RAM can still be sampled from.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import sha256_file, stable_unit
 
 FORMAT = "clinical-transfer-activations/1"
 
@@ -31,16 +32,18 @@ FORMAT = "clinical-transfer-activations/1"
 def heldout_participants(participants: pd.Series, fraction: float, seed: int) -> set:
     """A stable, seeded choice of held-out participants (by hash, independent of row order)."""
     ids = sorted(set(participants.astype(str)))
-    score = {p: int(hashlib.sha256(f"{seed}:{p}".encode()).hexdigest()[:12], 16) / 16**12 for p in ids}
+    score = {p: stable_unit(f"{seed}:{p}") for p in ids}
     return {p for p in ids if score[p] < fraction}
 
 
 def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout_fraction: float = 0.2,
                      seed: int = 0, shard_tokens: int = 250_000, dtype: str = "float16", batch: int = 16,
-                     progress: bool = True) -> Path:
-    """Run ``encoder`` over the ``ok`` recordings and write a dump (see module docstring)."""
-    from dataset_adapters.archive import batched_waveforms
+                     progress: bool = True,
+                     reader: Callable[[Iterable[str]], Iterator[SourceBytes]] = read_files) -> Path:
+    """Run ``encoder`` over the ``ok`` recordings and write a dump (see module docstring).
 
+    ``reader`` turns source locators into bytes (the corpus adapter's ``read_sources``).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ok = recordings[recordings["status"] == "ok"].sort_values("recording_id", kind="stable")
@@ -57,7 +60,7 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
             name = f"{split}_{sum(s['split'] == split for s in shards):05d}.npy"
             np.save(out / name, take)
             shards.append({"file": name, "split": split, "n_tokens": int(len(take)),
-                           "sha256": hashlib.sha256((out / name).read_bytes()).hexdigest()})
+                           "sha256": sha256_file(out / name)})
             buffers[split] = [rest] if len(rest) else []
             if force and not len(rest):
                 break
@@ -73,7 +76,7 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
             flush(split)
         bar.update(len(items))
 
-    for items in batched_waveforms(ok["source"].tolist(), encoder.sample_rate, batch):
+    for items in batched_waveforms(reader(ok["source"].tolist()), encoder.sample_rate, batch):
         run(items)
     bar.close()
     for split in buffers:

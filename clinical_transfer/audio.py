@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-#: Inventory statuses, in the order reports list them.
-STATUSES = ("ok", "missing", "unreadable", "silent", "too_short")
+from clinical_transfer.errors import ClinicalTransferError
+
+#: A source locator and its bytes (``None`` when the source is absent), as corpus readers yield them.
+SourceBytes = tuple[str, bytes | None]
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample a mono float signal with librosa's default high-quality (soxr) resampler."""
     if sr_in == sr_out:
         return y
-    import librosa
+    import librosa  # start-up time: librosa takes ~1 s to import and most files need no resampling
 
     return librosa.resample(y, orig_sr=sr_in, target_sr=sr_out).astype(np.float32)
 
@@ -143,3 +146,40 @@ def check(data: bytes | str | Path, cfg: AudioCheckConfig = AudioCheckConfig()) 
     if m.clipped_fraction > 0.001:
         reason = f"clipped: {100 * m.clipped_fraction:.2f}% of samples at full scale"
     return AudioCheck("ok", reason, m)
+
+
+def read_files(sources: Iterable[str]) -> Iterator[SourceBytes]:
+    """Bytes of plain file paths (``None`` for a file that is gone).
+
+    The default reader of :func:`batched_waveforms`' callers; a corpus whose sources are not plain files
+    (archive members) brings its own reader (``Adapter.read_sources``).
+    """
+    for src in sources:
+        if "::" in src:
+            raise ClinicalTransferError(f"source {src!r} is an archive member, not a file",
+                                        "pass the corpus adapter's read_sources as the reader")
+        path = Path(src)
+        yield src, path.read_bytes() if path.is_file() else None
+
+
+def batched_waveforms(items: Iterable[SourceBytes], sample_rate_hz: int, batch: int,
+                      on_missing: Callable[[str], None] | None = None) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """Decode (source, bytes) pairs to mono float32 waveforms at ``sample_rate_hz`` and yield them in
+    lists of up to ``batch`` (source, waveform) pairs.
+
+    Why here: every encoder pass (activation dumps, scoring) reads audio the same way; where the bytes
+    come from (files, archive members) is the corpus reader's business. Absent sources are reported
+    through ``on_missing`` rather than dropped silently.
+    """
+    pending: list[tuple[str, np.ndarray]] = []
+    for src, data in items:
+        if data is None:
+            if on_missing is not None:
+                on_missing(src)
+            continue
+        pending.append((src, load_mono(data, sample_rate_hz)[0]))
+        if len(pending) >= batch:
+            yield pending
+            pending = []
+    if pending:
+        yield pending

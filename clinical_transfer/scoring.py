@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from clinical_transfer import guardrails
+from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
+from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import sha256_text, stable_bucket
 from clinical_transfer.store import AGGREGATION, FRAMES_TAG, ScoreCache, aggregate, cache_key, write_store
 
 
@@ -38,7 +42,7 @@ def sae_hash(sae) -> str:
 
 def in_shard(recording_id: str, shard: tuple[int, int]) -> bool:
     i, n = shard
-    return int(hashlib.sha256(recording_id.encode()).hexdigest()[:12], 16) % n == i
+    return stable_bucket(recording_id, n) == i
 
 
 @dataclass
@@ -67,17 +71,18 @@ def score_recordings(
     progress: bool = True,
     fail_after: int | None = None,
     frame_codes: bool = False,
+    reader: Callable[[Iterable[str]], Iterator[SourceBytes]] = read_files,
+    sae_digest: str | None = None,
 ) -> RunSummary:
     """Score the ``ok`` recordings of a Recording table into a store at ``out``.
 
-    ``fail_after`` raises after that many newly encoded recordings (an injected crash, for resume tests).
+    ``reader`` turns source locators into bytes (the corpus adapter's ``read_sources`` for archive
+    members; plain files by default). ``sae_digest`` is :func:`sae_hash` of ``sae`` when the caller has
+    it already (hashing a 30,720-feature SAE takes seconds). ``fail_after`` raises after that many newly
+    encoded recordings (an injected crash, for resume tests).
     """
-    from dataset_adapters.archive import batched_waveforms
-
     i, n = shard
     if not (0 <= i < n):
-        from clinical_transfer.errors import ClinicalTransferError
-
         raise ClinicalTransferError(f"shard {i}/{n} does not exist", "use --shard i/N with 0 <= i < N")
     mine = recordings[[in_shard(r, shard) for r in recordings["recording_id"].astype(str)]]
     summary = RunSummary()
@@ -87,7 +92,7 @@ def score_recordings(
     ok["pseudo_id"] = guardrails.pseudonymise(ok["recording_id"], salt, "r").to_numpy()
     ok = ok.sort_values("pseudo_id", kind="stable").reset_index(drop=True)
     cache = ScoreCache(cache_dir)
-    s_hash, enc_id, d_sae = sae_hash(sae), encoder.id(), sae.cfg.d_sae
+    s_hash, enc_id, d_sae = sae_digest or sae_hash(sae), encoder.id(), sae.cfg.d_sae
     agg = AGGREGATION + (FRAMES_TAG if frame_codes else "")
     keys = [cache_key(a, enc_id, encoder.layer, s_hash, agg) for a in ok["audio_sha256"]]
     results: dict[int, object] = {}
@@ -121,7 +126,7 @@ def score_recordings(
     def vanished(src: str) -> None:
         summary.skipped["vanished since the inventory"] = summary.skipped.get("vanished since the inventory", 0) + 1
 
-    for items in batched_waveforms(list(src_row), encoder.sample_rate, batch, vanished):
+    for items in batched_waveforms(reader(list(src_row)), encoder.sample_rate, batch, vanished):
         run([(src_row[src], y) for src, y in items])
     bar.close()
     rows = sorted(results)
@@ -138,7 +143,7 @@ def score_recordings(
         "layer_convention": encoder.layer_convention, "frames_per_second": encoder.frames_per_second,
         "sae_sha256": s_hash, "sae_config": sae.cfg.to_dict(), "aggregation": AGGREGATION, "shard": list(shard),
         "frame_codes": frame_codes,
-        "salt_sha256": hashlib.sha256(salt.encode()).hexdigest(),
+        "salt_sha256": sha256_text(salt),
         "run_summary": {"scored": summary.scored, "skipped": summary.skipped},
     }
     write_store(out, index, [results[r] for r in rows], d_sae, manifest)

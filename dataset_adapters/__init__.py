@@ -3,9 +3,12 @@
 from dataset_adapters.base import (
     RECORDING_COLUMNS,
     Adapter,
+    AdapterEntry,
+    adapter_entry,
     available_adapters,
     get_adapter,
     register_adapter,
 )
 
-__all__ = ["RECORDING_COLUMNS", "Adapter", "available_adapters", "get_adapter", "register_adapter"]
+__all__ = ["RECORDING_COLUMNS", "Adapter", "AdapterEntry", "adapter_entry", "available_adapters", "get_adapter",
+           "register_adapter"]

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-import numpy as np
 
 ARCHIVE_SEP = "::"
 
@@ -101,27 +99,3 @@ def read_sources(sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
             yield f"{key}{ARCHIVE_SEP}{name}", data
         for name in sorted(members - found):
             yield f"{key}{ARCHIVE_SEP}{name}", None
-
-
-def batched_waveforms(sources: Iterable[str], sample_rate_hz: int, batch: int,
-                      on_missing: Callable[[str], None] | None = None) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """Decode sources (paths or archive members, each archive streamed once) to mono waveforms at
-    ``sample_rate_hz`` and yield them in lists of up to ``batch`` (source, waveform) pairs.
-
-    Why here: every encoder pass (activation dumps, scoring) reads audio the same way; absent sources
-    are reported through ``on_missing`` rather than dropped silently.
-    """
-    from clinical_transfer.audio import load_mono
-
-    pending: list = []
-    for src, data in read_sources(sources):
-        if data is None:
-            if on_missing is not None:
-                on_missing(src)
-            continue
-        pending.append((src, load_mono(data, sample_rate_hz)[0]))
-        if len(pending) >= batch:
-            yield pending
-            pending = []
-    if pending:
-        yield pending

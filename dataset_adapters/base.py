@@ -7,12 +7,15 @@ corpus, so adding a corpus means writing one adapter and nothing else.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
 
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.taxonomy import DEFAULT_STRATA
 
 #: Columns of the Recording table, in order. Adapters append their own normalised label columns.
 RECORDING_COLUMNS = (
@@ -40,9 +43,6 @@ RECORDING_COLUMNS = (
     "wave",  # collection wave (Coswara: date folder YYYYMMDD)
     "age",
     "sex",
-    "country",
-    "english_proficiency",
-    "returning_user",
 )
 
 
@@ -57,27 +57,52 @@ class Adapter(Protocol):
     def recordings(self, check_audio: bool = True, tag: bool = True, progress: bool = True) -> pd.DataFrame:
         """One row per expected recording, with the columns of :data:`RECORDING_COLUMNS` first."""
 
+    def read_sources(self, sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
+        """Bytes of each ``source`` locator of the Recording table (``None`` when it is gone)."""
 
-_REGISTRY: dict[str, str] = {
-    "coswara": "dataset_adapters.coswara:CoswaraAdapter",
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """What the registry knows of a corpus before its adapter is imported."""
+
+    target: str
+    """Import path of the adapter class, ``module:Class`` (imported only when used)."""
+    default_config: str = ""
+    """File under ``configs/`` that ``--dataset NAME`` runs when no ``--config`` is given."""
+    licence: str = ""
+    citation: str = ""
+    confounds: tuple[str, ...] = ("age", "sex", "wave")
+    """Columns this corpus offers as confounds (its default config adjusts for them)."""
+    strata: tuple[str, ...] = DEFAULT_STRATA
+    """Split variables of the robustness checks for this corpus."""
+
+
+_REGISTRY: dict[str, AdapterEntry] = {
+    "coswara": AdapterEntry(
+        "dataset_adapters.coswara:CoswaraAdapter", default_config="coswara.toml", licence="CC BY 4.0",
+        citation="Bhattacharya et al. 2023, Coswara: a respiratory sounds and symptoms dataset (Sci Data 10:397)",
+        confounds=("age", "sex", "wave", "english_proficiency"),
+        strata=("sex", "age_band", "wave", "english_proficiency")),
 }
 
 
-def register_adapter(name: str, target: str) -> None:
-    """Register an adapter class by import path (``module:Class``), so imports stay lazy."""
-    _REGISTRY[name] = target
+def register_adapter(name: str, entry: AdapterEntry) -> None:
+    """Register a corpus: one line per adapter module, imports stay lazy."""
+    _REGISTRY[name] = entry
 
 
 def available_adapters() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def adapter_entry(name: str) -> AdapterEntry:
+    """The registry entry of ``name`` (one-line error naming the known corpora otherwise)."""
+    if name not in _REGISTRY:
+        raise ClinicalTransferError(f"unknown dataset {name!r}", f"use one of: {', '.join(available_adapters())}")
+    return _REGISTRY[name]
+
+
 def get_adapter(name: str, data_root: str | Path, **options) -> Adapter:
     """Instantiate the adapter registered under ``name`` for a corpus at ``data_root``."""
-    if name not in _REGISTRY:
-        raise ClinicalTransferError(
-            f"unknown dataset {name!r}",
-            f"use one of: {', '.join(available_adapters())}",
-        )
-    module, cls = _REGISTRY[name].split(":")
+    module, cls = adapter_entry(name).target.split(":")
     return getattr(importlib.import_module(module), cls)(data_root, **options)

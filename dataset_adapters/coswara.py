@@ -13,7 +13,7 @@ Facts this adapter relies on (see ``shared/design`` and the corpus SOURCE notes)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +38,9 @@ YES_NO_COLUMNS = ("ep", "rU", "um", "ctScan")
 _BOOL_VALUES = {"true": True, "y": True, "yes": True, "false": False, "n": False, "no": False}
 _MEMBER = re.compile(r"(?:^|/)(?P<pid>[^/]+)/(?P<rtype>[^/]+)\.wav$")
 _DATE = re.compile(r"^(20\d{6})$")
+
+#: The Recording table's column order for Coswara: the generic columns, then Coswara's own confounds.
+COLUMNS = (*RECORDING_COLUMNS, "country", "english_proficiency", "returning_user")
 
 #: Normalised confound columns and the raw column each comes from.
 CONFOUNDS = {"age": "a", "sex": "g", "country": "l_c", "english_proficiency": "ep", "returning_user": "rU"}
@@ -216,6 +219,10 @@ class CoswaraAdapter:
             if m and m["rtype"] in COSWARA_TYPES:
                 yield (m["pid"], m["rtype"]), f"{key}{archive.ARCHIVE_SEP}{name}", data
 
+    def read_sources(self, sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
+        """Bytes of files and split-archive members (each archive streamed once, whatever the order)."""
+        return archive.read_sources(sources)
+
     # -- the Recording table ----------------------------------------------------------------------
     def recordings(self, check_audio: bool = True, tag: bool = True, progress: bool = True) -> pd.DataFrame:
         """Every expected recording of every participant, with its status and reason."""
@@ -275,6 +282,6 @@ class CoswaraAdapter:
         if table["wave"].isna().any():  # fall back to the date folder the audio was found in
             folder = table["source"].str.extract(r"(?:^|/)(20\d{6})/", expand=False)
             table["wave"] = table["wave"].fillna(folder)
-        extra = [c for c in table.columns if c not in RECORDING_COLUMNS]
-        table = table[list(RECORDING_COLUMNS) + extra]
+        extra = [c for c in table.columns if c not in COLUMNS]
+        table = table[list(COLUMNS) + extra]
         return table.sort_values(["participant_id", "recording_type"], kind="stable").reset_index(drop=True)

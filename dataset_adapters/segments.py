@@ -9,12 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Segment groups, in report order. ``other`` holds types no rule knows (reported, never pooled).
-SEGMENT_GROUPS = ("prompted_speech", "vowel", "cough", "breath", "other")
-
-#: Tasks a corpus may prompt. ``recitation``/``reading`` exist for corpora that have them.
-TASKS = ("counting", "recitation", "reading", "sustained_vowel", "cough", "breath", "other")
-
 
 @dataclass(frozen=True)
 class SegmentType:
@@ -26,22 +20,16 @@ class SegmentType:
     prompted_task: bool
 
 
-_TYPES = [
-    SegmentType("counting-normal", "prompted_speech", "counting", True),
-    SegmentType("counting-fast", "prompted_speech", "counting", True),
-    SegmentType("recitation", "prompted_speech", "recitation", True),
-    SegmentType("reading", "prompted_speech", "reading", True),
-    SegmentType("vowel-a", "vowel", "sustained_vowel", True),
-    SegmentType("vowel-e", "vowel", "sustained_vowel", True),
-    SegmentType("vowel-o", "vowel", "sustained_vowel", True),
-    SegmentType("cough-heavy", "cough", "cough", False),
-    SegmentType("cough-shallow", "cough", "cough", False),
-    SegmentType("cough", "cough", "cough", False),
-    SegmentType("breathing-deep", "breath", "breath", False),
-    SegmentType("breathing-shallow", "breath", "breath", False),
-    SegmentType("breath", "breath", "breath", False),
-]
-SEGMENT_TYPES: dict[str, SegmentType] = {t.recording_type: t for t in _TYPES}
+#: recording types -> (segment group, task, prompted task). The one table that decides a type's group.
+_RULES: dict[tuple[str, ...], tuple[str, str, bool]] = {
+    ("counting-normal", "counting-fast"): ("prompted_speech", "counting", True),
+    ("recitation",): ("prompted_speech", "recitation", True),
+    ("reading",): ("prompted_speech", "reading", True),
+    ("vowel-a", "vowel-e", "vowel-o"): ("vowel", "sustained_vowel", True),
+    ("cough-heavy", "cough-shallow", "cough"): ("cough", "cough", False),
+    ("breathing-deep", "breathing-shallow", "breath"): ("breath", "breath", False),
+}
+SEGMENT_TYPES: dict[str, SegmentType] = {t: SegmentType(t, *rule) for types, rule in _RULES.items() for t in types}
 
 #: Coswara's nine recording types, in the corpus's own order.
 COSWARA_TYPES = (

@@ -11,9 +11,10 @@ from clinical_transfer.reporting.render import render_html
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from clinical_transfer.reporting import figures
-    import pandas as pd
     import numpy as np
+    import pandas as pd
+
+    from clinical_transfer.reporting import figures
 
     out = tmp_path_factory.mktemp("report")
     rng = np.random.default_rng(0)

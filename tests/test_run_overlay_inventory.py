@@ -59,7 +59,7 @@ def test_real_sample_through_the_full_run_overlay(tmp_path, coswara_dir, capsys)
 
 
 def test_atlas_labels_join_and_disease_words_are_rewritten():
-    from clinical_transfer.pipeline import _join_atlas
+    from clinical_transfer.run.overlay import _join_atlas
 
     overlay = pd.DataFrame({"label": "st", "segment_group": ["vowel", "cough"], "feature": "feature_00001"})
     atlas = pd.DataFrame({"feature": ["feature_00001"], "feature_label": ["covid cough biomarker"]})

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from clinical_transfer.cli import main
-from clinical_transfer.default_sae import DEFAULT_DIR, load_default_sae
+from clinical_transfer.sae.default import DEFAULT_DIR, load_default_sae
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def test_train_save_load_eval(dump, tmp_path, capsys):
 
 
 def test_eval_refuses_an_sae_of_another_width(dump, tmp_path, capsys):
-    from tests.test_sae_model_formats import random_sae
     from clinical_transfer.sae.formats import save_pt
+    from tests.test_sae_model_formats import random_sae
 
     save_pt(random_sae(d_in=16), tmp_path / "small.pt")
     code = main(["eval-sae", "--sae", str(tmp_path / "small.pt"), "--activations", str(dump), "--out", str(tmp_path)])

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from clinical_transfer.cli import main
-from clinical_transfer.default_sae import load_default_sae
 from clinical_transfer.encoders import get_encoder
+from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.sae.default import load_default_sae
 from clinical_transfer.scoring import score_recordings
 from clinical_transfer.store import ScoreStore, aggregate, merge_stores
-from clinical_transfer.errors import ClinicalTransferError
 from tests.conftest import SAMPLE
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from clinical_transfer.cli import main
 from clinical_transfer.guardrails import BANNER
-from clinical_transfer.stats.overlay import COLUMNS, VERDICTS
+from clinical_transfer.stats.family import COLUMNS
+from clinical_transfer.stats.verdicts import VERDICTS
 from tests.stats_data import clustered_table
 
 REQUIRED = ["label", "contrast", "segment_group", "feature", "n_participants_pos", "n_participants_neg", "beta_raw",

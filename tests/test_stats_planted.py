@@ -6,8 +6,8 @@ import pytest
 
 from clinical_transfer.stats import overlay
 from clinical_transfer.stats.association import associate
-from clinical_transfer.stats.confounds import matched_rows
 from clinical_transfer.stats.design import Family, LabelSpec
+from clinical_transfer.stats.robustness import matched_rows
 from tests.stats_data import clustered_table
 
 

@@ -8,12 +8,11 @@ results can never be mixed up between models.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import torch
-
-from clinical_transfer.errors import ClinicalTransferError
+if TYPE_CHECKING:  # the protocol only names these types; importing torch here would slow every CLI start
+    import numpy as np
+    import torch
 
 
 class FrozenEncoder(Protocol):
@@ -32,21 +31,3 @@ class FrozenEncoder(Protocol):
 
     def id(self) -> str:
         """SHA-256 over weights and configuration."""
-
-
-ENCODERS = ("ge2e", "gemma", "hf-encoder")
-
-
-def get_encoder(name: str = "ge2e", model: str | None = None, **options) -> FrozenEncoder:
-    """Instantiate a backend by name (``gemma`` and ``hf-encoder`` need ``model``, a local folder)."""
-    if name == "ge2e":
-        from clinical_transfer.encoders.embedded import GE2EEncoder
-
-        return GE2EEncoder(**options)
-    if name in ("gemma", "hf-encoder"):
-        if not model:
-            raise ClinicalTransferError(f"encoder {name!r} needs a local model folder", "pass --model PATH")
-        from clinical_transfer.encoders.hf import GemmaAudioEncoder, HFSpeechEncoder
-
-        return (GemmaAudioEncoder if name == "gemma" else HFSpeechEncoder)(model, **options)
-    raise ClinicalTransferError(f"unknown encoder {name!r}", f"use one of: {', '.join(ENCODERS)}")

@@ -16,10 +16,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from clinical_transfer import guardrails  # noqa: E402
+from clinical_transfer.taxonomy import ANALYSED_GROUPS  # noqa: E402
 
 COLORS = {"robust correlate": "#c0392b", "confound-explained": "#2980b9", "unstable across splits": "#e67e22",
           "not significant": "#b0b0b0", "suppressed": "#dddddd"}
-GROUPS = ("prompted_speech", "vowel", "cough", "breath")
+GROUPS = ANALYSED_GROUPS
 
 
 def save_figure(fig, path: Path) -> Path:

@@ -3,22 +3,20 @@
 ``freeze(run, dest)`` writes, per label, the rows that are not ``not significant`` (rounded to 6
 significant digits, so that last-bit floating-point noise between machines cannot break the check) and a
 verdict-count table, plus ``MANIFEST.json`` (resolved config, input hashes, versions, seed, table hashes).
-``regenerate(dest)`` re-runs the job from the manifest's inputs in a scratch folder, freezes again and
-compares byte for byte; any difference is reported table by table.
+:func:`compare` checks a rebuilt folder against a frozen one byte for byte, table by table; re-running the
+job from the manifest's inputs is orchestration's work (:mod:`clinical_transfer.run.regenerate`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from clinical_transfer import __version__, guardrails
-from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import sha256_file
 
 KEEP = ("label", "contrast", "segment_group", "feature", "role", "n_participants_pos", "n_participants_neg",
         "beta_raw", "beta_adj", "se_adj", "q_raw", "q_adj", "attenuation", "auroc", "verdict")
@@ -43,11 +41,8 @@ def _tables(run: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def _sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
 def freeze(run: str | Path, dest: str | Path) -> Path:
+    """Write the frozen tables of the run folder ``run`` and their MANIFEST.json into ``dest``."""
     run, dest = Path(run), Path(dest)
     manifest = json.loads((run / "run_manifest.json").read_text())
     dest.mkdir(parents=True, exist_ok=True)
@@ -56,10 +51,10 @@ def freeze(run: str | Path, dest: str | Path) -> Path:
     hashes = {}
     for name, table in _tables(run).items():
         path = guardrails.write_table(table, dest / name, formats=("csv",))[0]
-        hashes[name] = _sha(path)
+        hashes[name] = sha256_file(path)
     guardrails.write_json({
         "resolved_config": manifest["resolved_config"], "config_sha256": manifest["config_sha256"],
-        "inputs": manifest["inputs"], "demo": manifest.get("demo"), "seed": manifest["resolved_config"]["seed"],
+        "config_source": manifest.get("config_source"), "inputs": manifest["inputs"], "demo": manifest.get("demo"), "seed": manifest["resolved_config"]["seed"],
         "versions": {"clinical_transfer": __version__, "python": platform.python_version(),
                      "pandas": pd.__version__},
         "rounding": "floats rounded to 6 significant digits", "tables_sha256": hashes,
@@ -67,42 +62,16 @@ def freeze(run: str | Path, dest: str | Path) -> Path:
     return dest
 
 
-def regenerate(frozen: str | Path, work: str | Path | None = None, progress: bool = False,
-               salt: str | None = None) -> list[str]:
-    """Rebuild the frozen tables from their inputs; returns the differences (empty = byte-identical)."""
-    from clinical_transfer.config import RunConfig, _build
-    from clinical_transfer.pipeline import run_overlay
-
-    frozen = Path(frozen)
-    if not (frozen / "MANIFEST.json").is_file():
-        raise ClinicalTransferError(f"{frozen} has no MANIFEST.json", "pass a folder under reports/frozen/")
+def compare(frozen: Path, rebuilt: Path) -> list[str]:
+    """Differences between a frozen folder and a freshly rebuilt one (empty = byte-identical)."""
     m = json.loads((frozen / "MANIFEST.json").read_text())
-    work = Path(work) if work else Path(tempfile.mkdtemp(prefix="regenerate_"))
-    cfg = _build(RunConfig, m["resolved_config"], "MANIFEST.json")
-    recorded = cfg.guardrails.salt
-    if salt is None and m.get("demo"):
-        salt = m["demo"].get("salt")  # synthetic corpus: its salt is public
-    if not salt or "sha256:" + hashlib.sha256(salt.encode()).hexdigest() != recorded:
-        raise ClinicalTransferError("the salt of the frozen run is needed and was not given (or does not match)",
-                                    "pass --salt with the salt the run used")
-    cfg.guardrails.salt = salt
-    if m.get("demo"):
-        from dataset_adapters.demo import DemoConfig, write_demo_corpus
-
-        spec = {k: v for k, v in m["demo"].items() if k != "salt"}
-        cfg.dataset.data_root = str(write_demo_corpus(work / "corpus", DemoConfig(**spec), progress=progress))
-    elif not Path(cfg.dataset.data_root).is_dir():
-        raise ClinicalTransferError(f"the frozen run's corpus {cfg.dataset.data_root} is not here",
-                                    "place the corpus there (or edit data_root in MANIFEST.json) and run again")
-    run_overlay(cfg, work / "run", progress=progress)
-    rebuilt = freeze(work / "run", work / "frozen")
-    problems = []
     new = json.loads((rebuilt / "MANIFEST.json").read_text())
+    problems = []
     if new["inputs"] != m["inputs"]:
         problems.append(f"inputs differ: frozen {m['inputs']} vs rebuilt {new['inputs']}")
     for name, digest in m["tables_sha256"].items():
         got = new["tables_sha256"].get(name)
-        on_disk = _sha(frozen / name) if (frozen / name).is_file() else None
+        on_disk = sha256_file(frozen / name) if (frozen / name).is_file() else None
         if on_disk != digest:
             problems.append(f"{name}: changed since it was frozen (its hash no longer matches MANIFEST.json)")
         if got != digest or got != on_disk:

@@ -7,11 +7,15 @@ statistic; feature names are neutral indices; the banner and the limitations lin
 
 from __future__ import annotations
 
+import base64
+import html as h
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from clinical_transfer import guardrails
+from clinical_transfer.reporting import figures
 
 TOP_N = 5
 
@@ -40,10 +44,8 @@ def _top(overlay: pd.DataFrame, verdict: str) -> pd.DataFrame:
     return rows[[c for c in cols if c in rows.columns]]
 
 
-def _figures(run: dict, label: str, target: pd.DataFrame, out: Path) -> list[str]:
+def _figures(run, label: str, target: pd.DataFrame, out: Path) -> list[str]:
     """Draw the label's figures under out/figures and return Markdown image lines."""
-    from clinical_transfer.reporting import figures
-
     lines = []
     fig_dir = out / "figures"
     safe = "".join(c if c.isalnum() else "_" for c in label)
@@ -52,8 +54,8 @@ def _figures(run: dict, label: str, target: pd.DataFrame, out: Path) -> list[str
     h = figures.heatmap(target, label, fig_dir / f"{safe}_heatmap.png")
     if h is not None:
         lines.append(f"![{label}: segment group x top feature heatmap](figures/{h.name})")
-    splits = run.get("splits", {}).get(label)
-    if splits is not None and not splits.empty:
+    splits = run.overlays[label].splits
+    if not splits.empty:
         for group, rows in target[target["verdict"] == "robust correlate"].groupby("segment_group"):
             top = rows.nsmallest(1, "p_adj").iloc[0]
             f = figures.forest(splits, top, label, group, top["feature"], fig_dir / f"{safe}_{group}_forest.png")
@@ -64,10 +66,6 @@ def _figures(run: dict, label: str, target: pd.DataFrame, out: Path) -> list[str
 
 def render_html(markdown: str, out: Path) -> Path:
     """A self-contained HTML version of the Markdown report (figures embedded as data URIs)."""
-    import base64
-    import html as h
-    import re
-
     body, table, in_list = [], [], False
 
     def flush_table():
@@ -119,27 +117,33 @@ def render_html(markdown: str, out: Path) -> Path:
     return path
 
 
-def render_markdown(run: dict, out: str | Path) -> Path:
-    """Write ``REPORT.md`` for a run (see :func:`clinical_transfer.pipeline.run_overlay` for ``run``)."""
-    inv = run["inventory"]
+def render_markdown(run, out: str | Path) -> Path:
+    """Write ``REPORT.md`` (and ``report.html``) for a run.
+
+    ``run`` is a :class:`clinical_transfer.run.result.RunResult`, read by attribute (reporting does not
+    import the orchestration layer that builds it).
+    """
+    inv = run.inventory
+    m = run.models
     parts = [
-        f"# Correlate overlay report — {run['dataset']}",
+        f"# Correlate overlay report — {run.dataset}",
         "",
         "Correlates of labels with features of a frozen audio model, after confound controls. No statement "
         "here is about any person; feature ids are neutral indices, not names. Read LIMITATIONS.md "
         "(beside the clinical-transfer README) before interpreting anything.",
         "",
         "## Data provenance and inclusion",
-        f"- corpus: {run['dataset']} ({run['corpus_note']})",
-        f"- participants: {inv['n_participants']}; recordings expected: {inv['n_recordings']}; "
-        f"scored: {run['scoring']['scored']}",
-        f"- encoder: {run['encoder']} layer {run['layer']} ({run['layer_convention']})",
-        f"- SAE: {run['sae']}; score tested per recording: {run['aggregation']}",
-        f"- confounds adjusted: {', '.join(run['confounds'])}; split variables: {', '.join(run['strata'])}",
+        f"- corpus: {run.dataset} ({run.corpus_note})",
+        f"- config: {run.config_source}",
+        f"- participants: {inv.n_participants}; recordings expected: {inv.n_recordings}; "
+        f"scored: {run.n_scored}",
+        f"- encoder: {m.encoder} layer {m.layer} ({m.layer_convention})",
+        f"- SAE: {m.sae}; score tested per recording: {run.aggregation}",
+        f"- confounds adjusted: {', '.join(run.confounds)}; split variables: {', '.join(run.strata)}",
         "",
         "Exclusions by reason (recordings):",
         "",
-        _table(inv["excluded"]),
+        _table(inv.excluded),
         "Prompted speech (counting), sustained vowels, coughs and breaths are analysed separately and never "
         "pooled: prompted-task features can reflect the task, language or reading style.",
         "",
@@ -147,14 +151,14 @@ def render_markdown(run: dict, out: str | Path) -> Path:
         "Age and sex should give strong, stable overlays; they show the machinery works.",
         "",
     ]
-    pc = run["positive_controls"]
+    pc = run.positive_controls()
     parts.append(_table(pc) if not pc.empty else "_positive controls not available in this corpus_\n")
-    for label, overlay in run["overlays"].items():
-        target = overlay[overlay["role"] == "target"]
+    for label in run.overlays:
+        target = run.target(label)
         contrast = target["contrast"].iloc[0] if len(target) else ""
         parts += [f"## {label} ({contrast})", ""]
-        if label in run.get("missing_as", {}):
-            parts += [f"Blank answers of `{label}` were analysed as `{run['missing_as'][label]}` (not reported), "
+        if label in run.missing_as:
+            parts += [f"Blank answers of `{label}` were analysed as `{run.missing_as[label]}` (not reported), "
                       "not as unknown.", ""]
         parts += ["Verdicts per segment group (features):", "", _table(_verdicts(target)),
                   "Robust correlates (adjusted q < alpha, stable across confound splits, found again on the exactly "
@@ -163,8 +167,8 @@ def render_markdown(run: dict, out: str | Path) -> Path:
                   "Confound-explained (significant unadjusted, not after adjustment; top 5 per group):", "",
                   _table(_top(target, "confound-explained"))]
         parts += _figures(run, label, target, Path(out))
-        null = run["nulls"].get(label)
-        if null is not None and not null.empty:
+        null = run.permutation_null(label)
+        if not null.empty:
             parts += ["Stratified permutation null:", "", _table(null)]
         note = target.loc[target["verdict"] == "suppressed", "note"]
         if len(note):
@@ -173,7 +177,7 @@ def render_markdown(run: dict, out: str | Path) -> Path:
     parts += ["## Limitations", "",
               "These are statistical correlates in one public corpus: self-reported labels, recruitment and "
               "collection-wave confounds, prompted-task artifacts, frozen research models. Cells with fewer than "
-              f"{run['min_cell']} participants are suppressed. See LIMITATIONS.md."]
+              f"{run.min_cell} participants are suppressed. See LIMITATIONS.md."]
     md = guardrails.write_text("\n".join(parts), Path(out) / "REPORT.md")
     render_html(md.read_text(), Path(out))
     return md

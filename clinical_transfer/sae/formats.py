@@ -15,9 +15,12 @@ and what it expected — one error, not a traceback.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.sae.model import SAEConfig, SparseAutoencoder
@@ -131,60 +134,54 @@ def _sidecar_cfg(path: Path) -> dict:
     return cfg
 
 
-def detect_format(path: Path) -> str:
-    if path.is_dir():
-        if (path / "sae_weights.safetensors").is_file():
-            return "saelens"
-        if (path / "sae.safetensors").is_file():
-            return "sparsify"
-        if (path / "ae.pt").is_file():
-            return "dictionary_learning"
-        pts = sorted(path.glob("*.pt"))
-        if len(pts) == 1:
-            return "pt"
-        raise ClinicalTransferError(
-            f"{path} holds no SAE checkpoint I know (looked for sae_weights.safetensors, sae.safetensors, ae.pt, *.pt)",
-            "point --sae at the checkpoint file or at a SAELens/sparsify/dictionary_learning folder")
-    if not path.is_file():
-        raise ClinicalTransferError(f"SAE checkpoint {path} does not exist", "pass an existing file or folder to --sae")
-    if path.name == "ae.pt":
-        return "dictionary_learning"
-    return "safetensors" if path.suffix == ".safetensors" else "pt"
+def _is_saelens(path: Path) -> bool:
+    return path.is_dir() and (path / "sae_weights.safetensors").is_file()
 
 
-def load_sae(path: str | Path, k: int | None = None, d_in_expected: int | None = None,
-             device: str = "cpu") -> SparseAutoencoder:
-    """Load an SAE from any supported format (see the module table)."""
-    from safetensors.torch import load_file
+def _load_saelens(path: Path, k: int | None, d_in_expected: int | None) -> SparseAutoencoder:
+    cfg = _read_json(path / "cfg.json")
+    arch = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}.get(
+        cfg.get("architecture", "standard"), cfg.get("architecture"))
+    if cfg.get("normalize_activations", "none") not in ("none", None):
+        raise ClinicalTransferError(f"{path}: normalize_activations={cfg['normalize_activations']!r} is not supported",
+                                    "export the SAE with normalize_activations='none' (fold the scaling into the weights)")
+    return from_state_dict(load_file(path / "sae_weights.safetensors"), k or cfg.get("k"), arch,
+                           cfg.get("apply_b_dec_to_input", True), False, d_in_expected, str(path))
 
-    path = Path(path)
-    fmt = detect_format(path)
-    if fmt == "saelens":
-        cfg = _read_json(path / "cfg.json")
-        arch = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}.get(
-            cfg.get("architecture", "standard"), cfg.get("architecture"))
-        norm = cfg.get("normalize_activations", "none") not in ("none", None)
-        sae = from_state_dict(load_file(path / "sae_weights.safetensors"), k or cfg.get("k"), arch,
-                              cfg.get("apply_b_dec_to_input", True), False, d_in_expected, str(path))
-        if norm:
-            raise ClinicalTransferError(f"{path}: normalize_activations={cfg['normalize_activations']!r} is not supported",
-                                        "export the SAE with normalize_activations='none' (fold the scaling into the weights)")
-        return sae.to(device)
-    if fmt == "sparsify":
-        cfg = _read_json(path / "cfg.json")
-        state = load_file(path / "sae.safetensors")
-        return from_state_dict(state, k or cfg.get("k"), "topk", True, False, d_in_expected, str(path)).to(device)
-    if fmt == "dictionary_learning":
-        file = path / "ae.pt" if path.is_dir() else path
-        cfg = _read_json(file.parent / "config.json").get("trainer", {})
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        cls = str(cfg.get("dict_class", ""))
-        arch = "batchtopk" if "BatchTopK" in cls else "topk" if "TopK" in cls or "k" in state else None
-        if arch == "batchtopk" and "threshold" in state and state["threshold"].numel() == 1:
-            state = {**state, "threshold": state["threshold"].reshape(1)}
-        return from_state_dict(state, k or cfg.get("k"), arch, True, False, d_in_expected, str(file)).to(device)
+
+def _is_sparsify(path: Path) -> bool:
+    return path.is_dir() and (path / "sae.safetensors").is_file()
+
+
+def _load_sparsify(path: Path, k: int | None, d_in_expected: int | None) -> SparseAutoencoder:
+    cfg = _read_json(path / "cfg.json")
+    return from_state_dict(load_file(path / "sae.safetensors"), k or cfg.get("k"), "topk", True, False,
+                           d_in_expected, str(path))
+
+
+def _is_dictionary_learning(path: Path) -> bool:
+    return (path.is_dir() and (path / "ae.pt").is_file()) or (path.is_file() and path.name == "ae.pt")
+
+
+def _load_dictionary_learning(path: Path, k: int | None, d_in_expected: int | None) -> SparseAutoencoder:
+    file = path / "ae.pt" if path.is_dir() else path
+    cfg = _read_json(file.parent / "config.json").get("trainer", {})
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    cls = str(cfg.get("dict_class", ""))
+    arch = "batchtopk" if "BatchTopK" in cls else "topk" if "TopK" in cls or "k" in state else None
+    if arch == "batchtopk" and "threshold" in state and state["threshold"].numel() == 1:
+        state = {**state, "threshold": state["threshold"].reshape(1)}
+    return from_state_dict(state, k or cfg.get("k"), arch, True, False, d_in_expected, str(file))
+
+
+def _is_plain(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and len(list(path.glob("*.pt"))) == 1)
+
+
+def _load_plain(path: Path, k: int | None, d_in_expected: int | None) -> SparseAutoencoder:
+    """A plain torch ``.pt`` (or ``.safetensors``) state dict in any common spelling."""
     file = path if path.is_file() else sorted(path.glob("*.pt"))[0]
-    if fmt == "safetensors":
+    if file.suffix == ".safetensors":
         state = load_file(file)
     else:
         try:
@@ -203,7 +200,49 @@ def load_sae(path: str | Path, k: int | None = None, d_in_expected: int | None =
     arch = cfg_in.get("architecture") or side.get("architecture") or "topk"  # the reference atlas is TopK
     return from_state_dict(state, k, arch, cfg_in.get("apply_b_dec_to_input", side.get("apply_b_dec_to_input", True)),
                            cfg_in.get("normalize_input", side.get("normalize_input", False)), d_in_expected,
-                           str(file)).to(device)
+                           str(file))
+
+
+@dataclass(frozen=True)
+class SAEFormat:
+    """One checkpoint format: ``detect(path)`` says whether it is this one, ``load`` reads it."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    load: Callable[[Path, int | None, int | None], SparseAutoencoder]
+
+
+#: Checkpoint formats, tried in order (the most specific first; plain .pt is the fallback).
+FORMATS: list[SAEFormat] = [
+    SAEFormat("saelens", _is_saelens, _load_saelens),
+    SAEFormat("sparsify", _is_sparsify, _load_sparsify),
+    SAEFormat("dictionary_learning", _is_dictionary_learning, _load_dictionary_learning),
+    SAEFormat("pt", _is_plain, _load_plain),
+]
+
+
+def register_format(fmt: SAEFormat) -> None:
+    """Add a checkpoint format ahead of the plain-.pt fallback."""
+    FORMATS.insert(len(FORMATS) - 1, fmt)
+
+
+def detect_format(path: Path) -> SAEFormat:
+    """The first registered format whose ``detect`` accepts ``path`` (one-line error otherwise)."""
+    if not path.exists():
+        raise ClinicalTransferError(f"SAE checkpoint {path} does not exist", "pass an existing file or folder to --sae")
+    for fmt in FORMATS:
+        if fmt.detect(path):
+            return fmt
+    raise ClinicalTransferError(
+        f"{path} holds no SAE checkpoint I know (looked for sae_weights.safetensors, sae.safetensors, ae.pt, *.pt)",
+        "point --sae at the checkpoint file or at a SAELens/sparsify/dictionary_learning folder")
+
+
+def load_sae(path: str | Path, k: int | None = None, d_in_expected: int | None = None,
+             device: str = "cpu") -> SparseAutoencoder:
+    """Load an SAE from any registered format (see the module table and :data:`FORMATS`)."""
+    path = Path(path)
+    return detect_format(path).load(path, k, d_in_expected).to(device)
 
 
 def save_pt(sae: SparseAutoencoder, path: str | Path) -> Path:
@@ -217,8 +256,6 @@ def save_pt(sae: SparseAutoencoder, path: str | Path) -> Path:
 
 def save_saelens(sae: SparseAutoencoder, folder: str | Path) -> Path:
     """SAELens layout: cfg.json + sae_weights.safetensors."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     c = sae.cfg

@@ -23,7 +23,6 @@ from numba import njit
 from scipy import stats
 
 
-
 @dataclass(frozen=True)
 class RankEffects:
     auroc: np.ndarray

@@ -15,8 +15,9 @@ import pandas as pd
 
 from clinical_transfer import __version__, guardrails
 from clinical_transfer.audio import AudioCheckConfig
-from clinical_transfer.config import RunConfig
-from dataset_adapters import get_adapter
+from clinical_transfer.run.config import RunConfig
+from clinical_transfer.taxonomy import STATUSES
+from dataset_adapters import Adapter, get_adapter
 from dataset_adapters.inventory import status_counts, tag_agreement_summary
 
 #: Columns of the written inventory (pseudonymised ids; no labels, paths or hashes).
@@ -28,11 +29,21 @@ PUBLIC_INVENTORY_COLUMNS = (
 
 @dataclass
 class InventoryResult:
+    """What the inventory found: the Recording table and the counts a report opens with."""
+
     recordings: pd.DataFrame
     """The full Recording table (raw ids; stays in memory, never written as is)."""
     counts: pd.DataFrame
     agreement: pd.DataFrame
+    adapter: Adapter
+    """The corpus adapter, whose ``read_sources`` gives the bytes of each recording to the encoder."""
     notes: list[str] = field(default_factory=list)
+
+    def excluded(self) -> pd.DataFrame:
+        """Recordings not analysed, by segment group, status and reason."""
+        r = self.recordings
+        return r[r["status"] != "ok"].groupby(["segment_group", "status", "status_reason"]).size().rename(
+            "n_recordings").reset_index()
 
 
 def public_inventory(recordings: pd.DataFrame, salt: str) -> pd.DataFrame:
@@ -53,7 +64,7 @@ def run_inventory(cfg: RunConfig, out: Path, progress: bool = True) -> Inventory
         options["metadata_root"] = ds.metadata_root
     adapter = get_adapter(ds.name, ds.data_root, **options)
     recordings = adapter.recordings(progress=progress)
-    result = InventoryResult(recordings, status_counts(recordings), tag_agreement_summary(recordings),
+    result = InventoryResult(recordings, status_counts(recordings), tag_agreement_summary(recordings), adapter,
                              list(getattr(adapter, "notes", [])))
     salt = cfg.guardrails.salt
     guardrails.write_table(public_inventory(recordings, salt), out / "inventory")
@@ -77,7 +88,7 @@ def summary_text(result: InventoryResult) -> str:
     lines = [f"participants: {r['participant_id'].nunique()}   recordings expected: {len(r)}"]
     by_status = r["status"].value_counts()
     lines.append("status: " + ", ".join(f"{k} {int(by_status.get(k, 0))}" for k in
-                                         ("ok", "missing", "unreadable", "silent", "too_short")))
+                                         STATUSES))
     bad = r[r["status"] != "ok"]
     if len(bad):
         lines.append("not ok, by reason:")

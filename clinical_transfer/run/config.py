@@ -1,19 +1,30 @@
 """Run configuration: dataclasses loaded from ``configs/*.toml``, validated, overridable, hashed.
 
 Why dataclasses: every option has one name, one default and one docstring, a typo in a TOML file is an
-error that names the key, and the resolved config is saved beside every output so a run can be repeated.
+error that names the key, a value outside its allowed set is an error *at load* (before any audio is
+read, not after the whole corpus is scored), and the resolved config is saved beside every output so a
+run can be repeated.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from clinical_transfer.encoders.registry import encoder_names
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.guardrails import DEFAULT_MIN_CELL
+from clinical_transfer.hashing import sha256_text
+from clinical_transfer.taxonomy import AGGREGATIONS, ANALYSED_GROUPS, DEFAULT_STRATA, SEGMENT_GROUPS
+from dataset_adapters import adapter_entry, available_adapters
+from dataset_adapters.demo import DemoConfig
+
+#: The folder of the shipped run configs (``configs/`` at the repository root).
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -40,8 +51,8 @@ class AudioConfig:
 class GuardrailConfig:
     salt: str = ""
     """Salt of the pseudonymous ids. Set one per project; keep it private for real corpora."""
-    min_cell: int = 10
-    """Cells with fewer participants than this are suppressed."""
+    min_cell: int = DEFAULT_MIN_CELL
+    """Cells with fewer participants than this are suppressed (never below the guardrail floor, 10)."""
 
 
 @dataclass
@@ -77,8 +88,9 @@ class AnalysisConfig:
     """mean | frac_active | max: the per-recording score tested."""
     permutations: int = 50
     alpha: float = 0.05
-    strata: list[str] = field(default_factory=lambda: ["sex", "age_band", "wave", "english_proficiency"])
-    segment_groups: list[str] = field(default_factory=lambda: ["prompted_speech", "vowel", "cough", "breath"])
+    strata: list[str] = field(default_factory=lambda: list(DEFAULT_STRATA))
+    """Split variables of the robustness checks (the corpus's default config adds its own)."""
+    segment_groups: list[str] = field(default_factory=lambda: list(ANALYSED_GROUPS))
     """Groups analysed (each apart; never pooled)."""
     feature_labels: str = ""
     """Optional CSV (feature, feature_label) of atlas labels joined by feature id; disease-like labels are
@@ -86,18 +98,12 @@ class AnalysisConfig:
 
 
 @dataclass
-class DemoSettings:
-    n_participants: int = 160
-    seed: int = 0
-    duration_s: float = 2.5
-
-
-@dataclass
 class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
-    demo: DemoSettings = field(default_factory=DemoSettings)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    """The synthetic demo corpus of ``run-overlay --demo`` (one spec: :class:`dataset_adapters.demo.DemoConfig`)."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     seed: int = 0
@@ -111,15 +117,15 @@ class RunConfig:
         ids are public and salt + ids would undo the pseudonyms."""
         d = asdict(self)
         salt = d["guardrails"]["salt"]
-        d["guardrails"]["salt"] = "sha256:" + hashlib.sha256(salt.encode()).hexdigest() if salt else ""
+        d["guardrails"]["salt"] = "sha256:" + sha256_text(salt) if salt else ""
         return d
 
     def digest(self) -> str:
         """SHA-256 of the resolved config (sorted JSON): names a run's settings in manifests."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return sha256_text(json.dumps(self.to_dict(), sort_keys=True))
 
 
-def _build(cls, data: dict[str, Any], where: str):
+def build(cls, data: dict[str, Any], where: str):
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -135,11 +141,11 @@ def _build(cls, data: dict[str, Any], where: str):
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                 raise ClinicalTransferError(f"labels in {where} must be a list of tables",
                                             "write each as [[analysis.labels]] with column = ...")
-            kwargs[name] = [_build(LabelConfig, v, f"{where} [[labels]]") for v in value]
+            kwargs[name] = [build(LabelConfig, v, f"{where} [[labels]]") for v in value]
         elif is_dataclass(current):
             if not isinstance(value, dict):
                 raise ClinicalTransferError(f"[{name}] in {where} must be a table", f"write it as [{name}]")
-            kwargs[name] = _build(type(current), value, f"{where} [{name}]")
+            kwargs[name] = build(type(current), value, f"{where} [{name}]")
         else:
             expected = type(current)
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -155,8 +161,42 @@ def _build(cls, data: dict[str, Any], where: str):
     return cls(**kwargs)
 
 
+def _one_of(value: Any, allowed: tuple, name: str, where: str) -> None:
+    if value not in allowed:
+        raise ClinicalTransferError(f"{name} in {where} is {value!r}", f"use one of: {', '.join(map(str, allowed))}")
+
+
+def validate(cfg: RunConfig, where: str = "the config") -> RunConfig:
+    """Check allowed values (not only types), so a typo fails at load rather than after scoring."""
+    _one_of(cfg.dataset.name, tuple(available_adapters()), "[dataset] name", where)
+    _one_of(cfg.encoder.name, encoder_names(), "[encoder] name", where)
+    _one_of(cfg.encoder.device, DEVICES, "[encoder] device", where)
+    a = cfg.analysis
+    _one_of(a.aggregation, AGGREGATIONS, "[analysis] aggregation", where)
+    for g in a.segment_groups:
+        _one_of(g, SEGMENT_GROUPS, "[analysis] segment_groups entry", where)
+    if not 0.0 < a.alpha <= 0.5:
+        raise ClinicalTransferError(f"[analysis] alpha in {where} is {a.alpha!r}", "give an FDR level in (0, 0.5], e.g. 0.05")
+    if a.permutations < 0:
+        raise ClinicalTransferError(f"[analysis] permutations in {where} is {a.permutations}", "give 0 (none) or more")
+    if cfg.guardrails.min_cell < DEFAULT_MIN_CELL:
+        raise ClinicalTransferError(f"[guardrails] min_cell in {where} is {cfg.guardrails.min_cell}",
+                                    f"use {DEFAULT_MIN_CELL} or more: smaller cells would be published")
+    for lab in a.labels:
+        if not lab.column:
+            raise ClinicalTransferError(f"a [[analysis.labels]] entry in {where} has no column", "add column = ...")
+    return cfg
+
+
+def default_config_path(dataset: str) -> Path | None:
+    """The shipped default config of a corpus adapter (``configs/<name>.toml``), if there is one."""
+    name = adapter_entry(dataset).default_config
+    path = CONFIG_DIR / name if name else None
+    return path if path is not None and path.is_file() else None
+
+
 def load_config(path: str | Path | None = None) -> RunConfig:
-    """Load a TOML run config (``None`` -> defaults)."""
+    """Load and validate a TOML run config (``None`` -> defaults)."""
     if path is None:
         return RunConfig()
     p = Path(path)
@@ -166,4 +206,4 @@ def load_config(path: str | Path | None = None) -> RunConfig:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ClinicalTransferError(f"{p} is not valid TOML: {exc}", "fix the syntax at the position named") from exc
-    return _build(RunConfig, data, str(p))
+    return validate(build(RunConfig, data, str(p)), str(p))

@@ -1,0 +1,54 @@
+"""The encoder registry: name -> factory, importable without torch.
+
+Why lazy: the CLI lists the encoder choices at start-up and the config validates ``[encoder] name`` at
+load; neither should pay for importing torch or transformers. A new frozen encoder is one module with a
+class that follows :class:`clinical_transfer.encoders.base.FrozenEncoder` plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from clinical_transfer.errors import ClinicalTransferError
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    target: str
+    """``module:Class`` of the backend."""
+    needs_model: bool
+    """True when the backend loads weights from a local ``--model`` folder (nothing is downloaded)."""
+    default_layer: int
+
+
+_REGISTRY: dict[str, EncoderEntry] = {
+    "ge2e": EncoderEntry("clinical_transfer.encoders.embedded:GE2EEncoder", needs_model=False, default_layer=3),
+    "gemma": EncoderEntry("clinical_transfer.encoders.hf:GemmaAudioEncoder", needs_model=True, default_layer=24),
+    "hf-encoder": EncoderEntry("clinical_transfer.encoders.hf:HFSpeechEncoder", needs_model=True, default_layer=6),
+}
+
+
+def register_encoder(name: str, entry: EncoderEntry) -> None:
+    """Register a frozen encoder backend under ``name``."""
+    _REGISTRY[name] = entry
+
+
+def encoder_names() -> tuple[str, ...]:
+    """Registered encoder names, in registration order (the CLI's ``--encoder`` choices)."""
+    return tuple(_REGISTRY)
+
+
+def get_encoder(name: str = "ge2e", model: str | None = None, **options: Any):
+    """Instantiate a backend by name (backends that need weights take ``model``, a local folder)."""
+    if name not in _REGISTRY:
+        raise ClinicalTransferError(f"unknown encoder {name!r}", f"use one of: {', '.join(_REGISTRY)}")
+    entry = _REGISTRY[name]
+    module, cls = entry.target.split(":")
+    factory = getattr(importlib.import_module(module), cls)
+    if entry.needs_model:
+        if not model:
+            raise ClinicalTransferError(f"encoder {name!r} needs a local model folder", "pass --model PATH")
+        return factory(model, **options)
+    return factory(**options)

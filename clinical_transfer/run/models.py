@@ -1,0 +1,58 @@
+"""Resolve the frozen encoder, the SAE and the device of a run — once, by one rule.
+
+Why one place: the default-SAE rule ("GE2E layer 3 without --sae -> the embedded SAE"), the device rule
+("auto" -> CUDA when present) and the SAE digest (seconds for a 30,720-feature SAE) used to be written
+in several verbs; every verb now asks :func:`resolve_models`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from clinical_transfer.errors import ClinicalTransferError
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; ``cuda`` without one is an error."""
+    import torch  # start-up time: only verbs that run a model pay for torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ClinicalTransferError("--device cuda was asked for but no CUDA device is available", "use --device cpu or auto")
+    return name
+
+
+@dataclass
+class Models:
+    """The frozen encoder and SAE of a run, with the identity written into every manifest."""
+
+    encoder: Any
+    sae: Any
+    sae_name: str
+    """The checkpoint path, or the embedded default SAE's description."""
+    sae_digest: str
+    """:func:`clinical_transfer.scoring.sae_hash` of ``sae``, computed once per run."""
+
+
+def resolve_models(encoder: str, layer: int, model: str | None = None, sae: str | None = None,
+                   device: str = "auto", k: int | None = None, need_sae: bool = True) -> Models:
+    """Load the encoder (on the resolved device) and its SAE (given, or the embedded default)."""
+    from clinical_transfer.encoders import get_encoder  # start-up time: torch
+    from clinical_transfer.sae import default as default_sae
+    from clinical_transfer.sae.formats import load_sae
+    from clinical_transfer.scoring import sae_hash
+
+    enc = get_encoder(encoder, model=model or None, layer=layer, device=resolve_device(device))
+    if not need_sae:
+        return Models(enc, None, "", "")
+    if sae:
+        model_sae, name = load_sae(sae, k=k, d_in_expected=enc.width), str(sae)
+    elif default_sae.reads(encoder, layer):
+        model_sae, name = default_sae.load_default_sae(), default_sae.DESCRIPTION
+    else:
+        raise ClinicalTransferError(f"no SAE configured for this encoder/layer ({encoder} layer {layer})",
+                                    "pass --sae PATH (or [encoder] sae = PATH; the embedded default SAE reads "
+                                    "GE2E layer 3 only)")
+    return Models(enc, model_sae, name, sae_hash(model_sae))

@@ -1,0 +1,153 @@
+"""The main job behind ``run-overlay``: inventory -> scores -> overlays -> report.
+
+This is the one function that orders the stages of an overlay run (see ARCHITECTURE.md). It keeps
+per-recording scores out of the output folder (they live in a private sibling folder and the cache),
+pseudonymises once, and hands every table to the guardrail writers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinical_transfer import guardrails
+from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import sha256_text
+from clinical_transfer.reporting.render import render_markdown
+from clinical_transfer.run.config import RunConfig
+from clinical_transfer.run.inventory import run_inventory
+from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunResult
+from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
+from clinical_transfer.stats.controls import NUISANCE  # the columns the negative controls read
+from clinical_transfer.store import ScoreStore
+
+#: Columns the positive controls and split variables may read beside the configured labels/confounds.
+_CONTROL_COLUMNS = ["age", "sex", "wave"]
+
+
+def feature_table(store: ScoreStore, aggregation: str) -> pd.DataFrame:
+    """Dense recordings x active-features table of one aggregate (features never active are dropped)."""
+    X = store.matrix(aggregation)
+    active = np.flatnonzero(np.asarray((X != 0).sum(axis=0)).ravel())
+    dense = X[:, active].toarray().astype(np.float32)
+    table = pd.DataFrame(dense, columns=[f"feature_{j:05d}" for j in active])
+    table.insert(0, "recording_id", store.index["recording_id"].to_numpy())
+    return table
+
+
+def analysis_meta(recordings: pd.DataFrame, salt: str, columns: list[str]) -> pd.DataFrame:
+    """Pseudonymised metadata rows for the statistics (in memory only; never written per person)."""
+    keep = [c for c in dict.fromkeys(["segment_group", *columns, *NUISANCE]) if c in recordings.columns]
+    meta = recordings[recordings["status"] == "ok"][keep].copy()
+    meta.insert(0, "participant_id", guardrails.pseudonymise(recordings.loc[meta.index, "participant_id"], salt, "p"))
+    meta.insert(0, "recording_id", guardrails.pseudonymise(recordings.loc[meta.index, "recording_id"], salt, "r"))
+    for c in meta.columns:
+        if str(meta[c].dtype) == "boolean":
+            meta[c] = meta[c].astype(object).where(meta[c].notna(), None)
+    return meta.reset_index(drop=True)
+
+
+def _atlas_labels(path: str) -> pd.DataFrame | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise ClinicalTransferError(f"feature label table {p} does not exist", "fix [analysis] feature_labels")
+    table = pd.read_csv(p, comment="#", dtype=str)
+    if not {"feature", "feature_label"} <= set(table.columns):
+        raise ClinicalTransferError(f"{p} needs the columns feature, feature_label (found: {', '.join(table.columns)})",
+                                    "write one row per SAE feature id, e.g. feature_00161,breathy phonation")
+    return table
+
+
+def _join_atlas(overlay: pd.DataFrame, atlas: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Join atlas labels by feature id, rewriting disease-like ones per (label, segment group)."""
+    parts = []
+    for (label, group), rows in overlay.groupby(["label", "segment_group"], sort=False):
+        safe = guardrails.audit_feature_labels(atlas, label, dataset, group)
+        parts.append(rows.merge(safe, on="feature", how="left"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def input_hashes(recordings: pd.DataFrame, encoder_id: str, sae_digest: str) -> dict:
+    """What a run read: every audio file's SHA-256 (in recording order), the encoder and the SAE."""
+    ok = recordings.sort_values("recording_id", kind="stable")
+    audio = sha256_text("\n".join(f"{s}" for s in ok["audio_sha256"].fillna("missing")))
+    labels = sha256_text(recordings.drop(columns=["source"]).to_csv(index=False))
+    return {"audio_sha256": audio, "recording_table_sha256": labels, "encoder_id": encoder_id, "sae_sha256": sae_digest}
+
+
+def _check_columns(cfg: RunConfig, recordings: pd.DataFrame) -> None:
+    a = cfg.analysis
+    missing = [lab.column for lab in a.labels if lab.column not in recordings.columns]
+    missing += [c for c in a.confounds if c not in recordings.columns]
+    if missing:
+        raise ClinicalTransferError(f"column(s) {', '.join(missing)} are not in the corpus metadata",
+                                    "fix [analysis] labels/confounds in the config")
+
+
+def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: str = "public corpus",
+                demo: dict | None = None, config_source: str = "") -> RunResult:
+    """Run the main job for ``cfg`` into ``out`` and return its :class:`RunResult`.
+
+    Stages, in order: inventory (written under ``out``) -> encoder + SAE (resolved once) -> scores (cached
+    under ``out/../.score_cache``, the store in the private sibling ``out_private``) -> one overlay per
+    configured label -> REPORT.md / report.html -> ``run_manifest.json``. ``demo`` is the spec of a
+    synthetic corpus (recorded so ``regenerate`` can rebuild it).
+    """
+    from clinical_transfer.run.models import resolve_models  # start-up time: torch
+    from clinical_transfer.scoring import score_recordings
+
+    a = cfg.analysis
+    if not a.labels:
+        raise ClinicalTransferError("the config names no labels to analyse", "add [[analysis.labels]] column = ... entries")
+    inv = run_inventory(cfg, out, progress=progress)
+    _check_columns(cfg, inv.recordings)
+    e = cfg.encoder
+    models = resolve_models(e.name, e.layer, e.model, e.sae, e.device)
+    private = out.with_name(out.name + "_private")  # per-recording scores never go into the output folder
+    scored = score_recordings(inv.recordings, models.encoder, models.sae, private / "scores",
+                              out.parent / ".score_cache", cfg.guardrails.salt, progress=progress,
+                              reader=inv.adapter.read_sources, sae_digest=models.sae_digest)
+    features = feature_table(ScoreStore(private / "scores"), a.aggregation)
+    meta = analysis_meta(inv.recordings, cfg.guardrails.salt,
+                         [lab.column for lab in a.labels] + a.confounds + _CONTROL_COLUMNS + a.strata)
+    meta = meta[meta["segment_group"].isin(a.segment_groups)].reset_index(drop=True)
+    for lab in a.labels:
+        if lab.missing_as:  # e.g. symptoms: True vs not reported (stated in the report)
+            meta[lab.column] = meta[lab.column].astype(object).where(meta[lab.column].notna(), lab.missing_as)
+    atlas = _atlas_labels(a.feature_labels)
+    result = RunResult(
+        dataset=cfg.dataset.name, corpus_note=corpus_note, config_source=config_source or "built-in defaults",
+        inventory=InventorySummary(int(inv.recordings["participant_id"].nunique()), len(inv.recordings),
+                                   inv.excluded()),
+        n_scored=scored.scored,
+        models=ModelIdentity(models.encoder.name, models.encoder.layer, models.encoder.layer_convention,
+                             models.sae_name),
+        aggregation=a.aggregation, confounds=list(a.confounds), strata=list(a.strata),
+        min_cell=cfg.guardrails.min_cell, missing_as={lab.column: lab.missing_as for lab in a.labels if lab.missing_as},
+    )
+    for i, lab in enumerate(a.labels):
+        ocfg = OverlayConfig(confounds=list(a.confounds), strata=list(a.strata), permutations=a.permutations,
+                             seed=cfg.seed, alpha=a.alpha, min_cell=cfg.guardrails.min_cell, strict=False,
+                             positive_controls=["age", "sex"] if i == 0 else [])
+        res = overlay(features, meta, LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)), config=ocfg)
+        if atlas is not None:
+            res.overlay = _join_atlas(res.overlay, atlas, cfg.dataset.name)
+        result.overlays[lab.column] = res
+    result.manifest = {
+        "resolved_config": cfg.public_dict(), "config_sha256": cfg.digest(), "config_source": result.config_source,
+        "inputs": input_hashes(inv.recordings, models.encoder.id(), models.sae_digest),
+        "demo": demo, "scoring": scored.text(), "n_features_tested": features.shape[1] - 1,
+    }
+    result.write(out)
+    render_markdown(result, out)
+    return result
+
+
+def demo_spec(cfg: RunConfig) -> dict:
+    """The demo corpus spec and its public salt, as recorded in a demo run's manifest."""
+    return {**asdict(cfg.demo), "salt": cfg.guardrails.salt}  # a synthetic corpus: nothing to protect
