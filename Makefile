@@ -25,7 +25,10 @@ env: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/run-overlay --demo --out $(DEMO_OUT)
 
+# Gates first (seconds): ruff, and the layer contract of ARCHITECTURE.md (import-linter, pyproject.toml).
 test: $(BIN)/.peers
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed

@@ -15,13 +15,10 @@ from clinical_transfer.sae import SAEConfig, SparseAutoencoder
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--d-in", type=int, default=3840)
-    ap.add_argument("--d-sae", type=int, default=30720)
-    ap.add_argument("--k", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = argparse.ArgumentParser(description="TopK encode throughput vs a bare matmul of the same shapes")
+    for flag, default in (("--tokens", 2048), ("--batch", 1024), ("--d-in", 3840), ("--d-sae", 30720), ("--k", 128),
+                          ("--repeats", 3)):
+        ap.add_argument(flag, type=int, default=default)
     args = ap.parse_args()
     torch.manual_seed(0)
     sae = SparseAutoencoder(SAEConfig(args.d_in, args.d_sae, "topk", args.k))

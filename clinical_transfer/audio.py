@@ -43,9 +43,12 @@ class AudioMeasures:
     """Per-recording signal measures; also used later as negative-control nuisance variables."""
 
     sample_rate_hz: int
+    """Rate of the file as stored (before any resampling), in Hz."""
     n_channels: int
     duration_s: float
+    """Length in seconds at the stored rate."""
     peak_dbfs: float
+    """Absolute peak over all channels, dB re full scale."""
     rms_dbfs: float
     silence_fraction: float
     clipped_fraction: float

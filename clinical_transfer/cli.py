@@ -15,10 +15,11 @@ from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.guardrails import BANNER
 from clinical_transfer.run import commands as run
 from clinical_transfer.run.commands import DataOptions
+from clinical_transfer.run.inventory import summary_text
 
 
-def _say(text: str = "") -> None:
-    print(text, flush=True)
+def _say(*lines: str) -> None:
+    print("\n".join(lines), flush=True)
 
 
 def _guarded(fn):
@@ -45,36 +46,18 @@ def _split(v: str | None) -> list[str]:
     return [c.strip() for c in v.split(",") if c.strip()] if v else []
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ClinicalTransferError(f"--shard {text!r} is not of the form i/N", "write e.g. --shard 0/4") from None
-    if not 0 <= i < n:
-        raise ClinicalTransferError(f"--shard {text} does not exist", "use 0 <= i < N, e.g. --shard 0/4 ... 3/4")
-    return i, n
-
-
 # -- verbs ------------------------------------------------------------------------------------------
 def _cmd_demo_corpus(a):
-    from dataset_adapters.demo import DemoConfig
-
-    cfg = DemoConfig(n_participants=a.participants, seed=a.seed, layout=a.layout, duration_s=a.duration_s)
-    root = run.demo_corpus(a.out, cfg, progress=not a.quiet)
+    root, cfg = run.demo_corpus(a.out, a.participants, a.seed, a.layout, a.duration_s, progress=not a.quiet)
     _say(f"demo corpus ({cfg.n_participants} synthetic participants, layout {cfg.layout}) written to {root}")
 
 
 def _cmd_datasets(a):
-    for line in run.datasets():
-        _say(line)
+    _say("\n".join(run.datasets()))
 
 
 def _print_inventory(result, out) -> None:
-    from clinical_transfer.run.inventory import summary_text
-
-    _say(BANNER)
-    _say(summary_text(result))
-    _say(f"inventory written to {out}")
+    _say(BANNER, summary_text(result), f"inventory written to {out}")
 
 
 def _cmd_inventory(a):
@@ -92,9 +75,7 @@ def _cmd_stats(a):
     spec = LabelSpec(a.label, tuple(a.positive or ()), tuple(a.negative or ()))
     result = run.stats_overlay(Path(a.features), Path(a.meta), spec, cfg)
     result.write(a.out)
-    _say(BANNER)
-    _say(result.summary())
-    _say(f"overlay written to {a.out}")
+    _say(BANNER, result.summary(), f"overlay written to {a.out}")
 
 
 def _cmd_activations(a):
@@ -113,18 +94,14 @@ def _cmd_train_sae(a):
 
 def _cmd_eval_sae(a):
     s, path = run.eval_sae(a.sae, a.activations, a.split, a.k, a.out)
-    _say(BANNER)
-    _say(f"held-out tokens {s.n_tokens}: FVE {s.fve:.4f}  normalised L2 {s.normalized_l2:.4f}  "
-         f"L0 {s.l0:.1f}  dead {s.dead_fraction:.1%}")
-    _say(f"written to {path}")
+    _say(BANNER, f"held-out tokens {s.n_tokens}: FVE {s.fve:.4f}  normalised L2 {s.normalized_l2:.4f}  "
+         f"L0 {s.l0:.1f}  dead {s.dead_fraction:.1%}", f"written to {path}")
 
 
 def _cmd_extract(a):
     summary, cache = run.extract(_data(a), Path(a.out), a.encoder, a.model, a.layer, a.sae, a.k, a.device,
-                                 _parse_shard(a.shard), a.cache, a.batch, a.frame_codes, not a.quiet)
-    _say(BANNER)
-    _say(summary.text())
-    _say(f"score store written to {a.out} (cache: {cache})")
+                                 run.parse_shard(a.shard), a.cache, a.batch, a.frame_codes, not a.quiet)
+    _say(BANNER, summary.text(), f"score store written to {a.out} (cache: {cache})")
 
 
 def _cmd_merge(a):
@@ -134,10 +111,7 @@ def _cmd_merge(a):
 
 def _cmd_audit(a):
     problems, checked = run.audit(a.run_dir, a.corpus_ids, a.min_cell)
-    _say(BANNER)
-    for p in problems:
-        _say(f"VIOLATION {p}")
-    _say(f"audit of {a.run_dir}: {len(problems)} violation(s); {checked}")
+    _say(BANNER, *(f"VIOLATION {p}" for p in problems), f"audit of {a.run_dir}: {len(problems)} violation(s); {checked}")
     return 1 if problems else 0
 
 
@@ -154,10 +128,7 @@ def _cmd_freeze(a):
 
 def _cmd_regenerate(a):
     problems = run.regenerate(a.frozen, a.work, progress=not a.quiet, salt=a.salt)
-    _say(BANNER)
-    for p in problems:
-        _say(f"DIFFERS {p}")
-    _say(f"{a.frozen}: " + ("byte-identical tables regenerated" if not problems else f"{len(problems)} difference(s)"))
+    _say(BANNER, *(f"DIFFERS {p}" for p in problems), f"{a.frozen}: " + ("byte-identical tables regenerated" if not problems else f"{len(problems)} difference(s)"))
     return 1 if problems else 0
 
 
@@ -221,10 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default="participant_id", help="cluster column for robust SEs ('' = classical SEs)")
     p.add_argument("--strata", default=None, help="comma-separated split variables (default: sex,age_band,wave,quality)")
     p.add_argument("--positive-controls", default="age,sex", help="labels run the same way as positive controls")
-    p.add_argument("--permutations", type=int, default=100, help="stratified permutations for the null (0 = none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--alpha", type=float, default=0.05, help="FDR level")
-    p.add_argument("--min-cell", type=int, default=10, help="suppress families with fewer participants on a side")
+    for flag, kind, default, help_ in (
+            ("--permutations", int, 100, "stratified permutations for the null (0 = none)"), ("--seed", int, 0, ""),
+            ("--alpha", float, 0.05, "FDR level"), ("--min-cell", int, 10, "suppress families with fewer participants")):
+        p.add_argument(flag, type=kind, default=default, help=help_ or None)
     p.add_argument("--allow-small-groups", action="store_true", help="record unfittable groups as suppressed")
     p.add_argument("--out", required=True, help="output folder")
 
@@ -295,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @_guarded
 def main(argv: list[str] | None = None) -> int:
+    """``clinical-transfer VERB ...`` (also ``python -m clinical_transfer``)."""
     args = build_parser().parse_args(argv)
     return args.func(args) or 0
 
@@ -323,8 +295,6 @@ def run_overlay_main(argv: list[str] | None = None) -> int:
         return 0
     result = run.overlay_run(opts, out, progress=not args.quiet, demo=args.demo,
                              encoder={"name": args.encoder, "model": args.model, "layer": args.layer, "sae": args.sae})
-    _say(BANNER)
-    _say(result.summary())
-    _say(f"report: {out / 'REPORT.md'} and {out / 'report.html'}; overlay tables under {out / 'overlays'}")
-    _say(f"check it with: clinical-transfer audit {out}")
+    _say(BANNER, result.summary(), f"report: {out / 'REPORT.md'} and {out / 'report.html'}; overlay tables under "
+         f"{out / 'overlays'}", f"check it with: clinical-transfer audit {out}")
     return 0

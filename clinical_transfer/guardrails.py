@@ -8,7 +8,6 @@ else writes into an output folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -16,6 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
+
+from clinical_transfer.hashing import pseudonym
 
 BANNER = (
     "NON-DIAGNOSTIC RESEARCH OUTPUT: statistical correlates in a public dataset; "
@@ -32,7 +34,7 @@ def pseudonymise(ids: pd.Series, salt: str, prefix: str = "p") -> pd.Series:
     """Salted SHA-256 pseudonyms (``p_1a2b3c4d5e6f``): stable within a salt, unlinkable without it."""
     if not salt:
         raise ValueError("a non-empty salt is required for pseudonymous ids")
-    return ids.astype(str).map(lambda s: f"{prefix}_{hashlib.sha256(f'{salt}:{s}'.encode()).hexdigest()[:12]}")
+    return ids.astype(str).map(lambda s: pseudonym(salt, s, prefix))
 
 
 def _check_columns(df: pd.DataFrame) -> None:
@@ -135,8 +137,6 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
             text = table.to_csv(index=False)
             problems += _table_problems(table, rel, min_cell)
         elif f.suffix == ".png":
-            from PIL import Image
-
             if Image.open(f).info.get("Description") != BANNER:
                 problems.append(f"{rel}: figure lacks the non-diagnostic label")
             continue

@@ -47,10 +47,14 @@ def in_shard(recording_id: str, shard: tuple[int, int]) -> bool:
 
 @dataclass
 class RunSummary:
+    """What a scoring run did: counts by source and the recordings skipped, by reason."""
+
     scored: int = 0
     from_cache: int = 0
+    """Recordings whose aggregates were already in the cache (no encoder work)."""
     encoded: int = 0
     audio_seconds: float = 0.0
+    """Seconds of audio encoded in this run (cache hits excluded)."""
     skipped: dict = field(default_factory=dict)
 
     def text(self) -> str:

@@ -13,7 +13,6 @@ Scores are per-recording activations: they stay private to the run and are never
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from scipy import sparse
 
 from clinical_transfer import guardrails
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import sha256_file, sha256_text
 
 AGGREGATION = "mean,frac_active,max/v1"
 FRAMES_TAG = "+frames"
@@ -33,7 +33,7 @@ AGGREGATES = ("mean", "frac_active", "max")
 
 
 def cache_key(audio_sha256: str, encoder_id: str, layer: int, sae_hash: str, aggregation: str = AGGREGATION) -> str:
-    return hashlib.sha256(f"{audio_sha256}|{encoder_id}|{layer}|{sae_hash}|{aggregation}".encode()).hexdigest()
+    return sha256_text(f"{audio_sha256}|{encoder_id}|{layer}|{sae_hash}|{aggregation}")
 
 
 @dataclass
@@ -100,10 +100,6 @@ class ScoreCache:
         os.replace(tmp, p)  # atomic: a killed run never leaves a half-written entry
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_store(folder: str | Path, index: pd.DataFrame, scores: list[RecordingScores], d_sae: int,
                 manifest: dict) -> Path:
     """Write rows in the order given (callers sort by pseudonymous recording id)."""
@@ -122,7 +118,7 @@ def write_store(folder: str | Path, index: pd.DataFrame, scores: list[RecordingS
     for name, arr in arrays.items():
         np.save(folder / f"{name}.npy", arr)
     guardrails.write_table(index.reset_index(drop=True), folder / "index", formats=("parquet",))
-    files = {f"{n}.npy": _sha(folder / f"{n}.npy") for n in arrays} | {"index.parquet": _sha(folder / "index.parquet")}
+    files = {f"{n}.npy": sha256_file(folder / f"{n}.npy") for n in arrays} | {"index.parquet": sha256_file(folder / "index.parquet")}
     guardrails.write_json({**manifest, "d_sae": d_sae, "n_recordings": len(scores), "aggregation": AGGREGATION,
                            "files_sha256": files}, folder / "manifest.json")
     return folder

@@ -26,12 +26,16 @@ import io
 import json
 import tarfile
 from dataclasses import asdict, dataclass
+from math import gcd
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
+from scipy.signal import resample_poly
+from tqdm.auto import tqdm
 
+from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import synth
 from dataset_adapters.segments import COSWARA_TYPES
 
@@ -98,6 +102,7 @@ class DemoConfig:
 
     n_participants: int = 160
     seed: int = 0
+    """Seed of every synthetic choice (people, labels, voices); same seed -> byte-identical corpus."""
     sample_rate_hz: int = 16000
     duration_s: float = 2.5
     """Length of each recording (the real corpus has 2-30 s; short keeps the demo fast)."""
@@ -194,10 +199,6 @@ def _recording_bytes(p: _Person, rtype: str, cfg: DemoConfig, i: int) -> bytes |
         return _wav_bytes(np.zeros(int(cfg.duration_s * cfg.sample_rate_hz), np.float32), cfg.sample_rate_hz)
     y = _synthesise(p, rtype, cfg, i)
     if fault == "rate_44k1":
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
         g = gcd(44100, cfg.sample_rate_hz)
         y44 = resample_poly(y, 44100 // g, cfg.sample_rate_hz // g).astype(np.float32)
         return _wav_bytes(np.clip(y44, -1.0, 1.0), 44100)
@@ -223,11 +224,7 @@ def _combined_row(p: _Person, rng: np.random.Generator) -> dict:
 
 def write_demo_corpus(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = True) -> Path:
     """Write the demo corpus under ``out`` and return its root. Same config -> byte-identical files."""
-    from tqdm.auto import tqdm
-
     if cfg.layout not in ("extracted", "split-tar"):
-        from clinical_transfer.errors import ClinicalTransferError
-
         raise ClinicalTransferError(f"unknown demo layout {cfg.layout!r}", "use 'extracted' or 'split-tar'")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)

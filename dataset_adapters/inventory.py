@@ -7,13 +7,13 @@ reports can count exclusions by reason whatever the corpus.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
 from clinical_transfer.audio import AudioCheckConfig, check, decode, to_mono
+from clinical_transfer.hashing import sha256_bytes
 from dataset_adapters.segments import segment_of
 from dataset_adapters.tagger import TaggerConfig, features, tag_from_features
 
@@ -34,7 +34,7 @@ def inspect(
     row.update(status="missing", status_reason="file not found", audio_sha256=None, tag=None, tag_agreement=pd.NA)
     if data is None:
         return row
-    row["audio_sha256"] = hashlib.sha256(data).hexdigest()
+    row["audio_sha256"] = sha256_bytes(data)
     result = check(data, audio_cfg)
     row.update(status=result.status, status_reason=result.reason)
     if result.measures is not None:

@@ -27,6 +27,20 @@ _HOP = 160  # 10 ms
 
 
 @dataclass(frozen=True)
+class TagFeatures:
+    """What the rules look at; kept so reports can show why a tag was given."""
+
+    active_fraction: float
+    voiced_fraction: float
+    onset_rate_hz: float
+    segments_per_s: float
+    mean_segment_s: float
+    flatness: float
+    attack_ratio: float
+    spectral_change: float
+
+
+@dataclass(frozen=True)
 class TaggerConfig:
     """Thresholds of the content check."""
 
@@ -52,20 +66,6 @@ class TaggerConfig:
     """Unvoiced audio with a median attack above this is cough-like; below, breath-like."""
 
 
-@dataclass(frozen=True)
-class TagFeatures:
-    """What the rules look at; kept so reports can show why a tag was given."""
-
-    active_fraction: float
-    voiced_fraction: float
-    onset_rate_hz: float
-    segments_per_s: float
-    mean_segment_s: float
-    flatness: float
-    attack_ratio: float
-    spectral_change: float
-
-
 def _segments(active: np.ndarray, min_gap: int = 5) -> list[tuple[int, int]]:
     """Runs of active frames, bridging gaps shorter than ``min_gap`` frames."""
     runs: list[list[int]] = []
@@ -80,7 +80,7 @@ def _segments(active: np.ndarray, min_gap: int = 5) -> list[tuple[int, int]]:
 
 def features(y: np.ndarray, sr: int, cfg: TaggerConfig = TaggerConfig()) -> TagFeatures:
     """Content features of a mono waveform (any rate; analysed at 16 kHz)."""
-    import librosa
+    import librosa  # start-up time: ~1 s to import; the CLI's start and --help never need it
 
     if sr != TAG_SAMPLE_RATE_HZ:
         y = librosa.resample(np.asarray(y, np.float32), orig_sr=sr, target_sr=TAG_SAMPLE_RATE_HZ)

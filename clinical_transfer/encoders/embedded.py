@@ -15,7 +15,6 @@ trimming is *not* applied: silence is part of what the overlays must control for
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import sha256_file, sha256_text
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -45,7 +45,7 @@ class MelFrontEnd(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        import librosa
+        import librosa  # start-up time (see tagger.features)
 
         self.register_buffer("mel", torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)))
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True, dtype=torch.float64))
@@ -75,7 +75,7 @@ class GE2EEncoder:
         self.batch_windows = batch_windows
         path = weights_path()
         state = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
-        self._digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        self._digest = sha256_file(path)
         self.front = MelFrontEnd().to(self.device)
         self.lstms = []
         for i in range(layer):
@@ -85,7 +85,7 @@ class GE2EEncoder:
             self.lstms.append(lstm.to(self.device).eval())
 
     def id(self) -> str:
-        return hashlib.sha256(f"{self.name}:{self._digest}:layer={self.layer}:v1".encode()).hexdigest()
+        return sha256_text(f"{self.name}:{self._digest}:layer={self.layer}:v1")
 
     @staticmethod
     def _normalise_volume(y: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import sha256_file
 
 
 def _dir_digest(path: Path, extra: str) -> str:
@@ -31,7 +32,7 @@ def _dir_digest(path: Path, extra: str) -> str:
     for f in sorted(path.glob("*")):
         if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
             h.update(f.name.encode())
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+            h.update(bytes.fromhex(sha256_file(f)))  # the raw digest, as before (ids stay stable)
     return h.hexdigest()
 
 
@@ -54,6 +55,7 @@ class GemmaAudioEncoder:
 
     def __init__(self, model: str | Path, layer: int = 24, device: str = "cpu", dtype: str | None = None,
                  batch_size: int = 8):
+        # start-up time: transformers takes seconds to import; only these backends need it
         from transformers import AutoConfig, Gemma4UnifiedAudioFeatureExtractor, Gemma4UnifiedForConditionalGeneration
 
         path = _check_path(model)
@@ -133,7 +135,7 @@ class HFSpeechEncoder:
 
     def __init__(self, model: str | Path, layer: int = 6, device: str = "cpu", dtype: str | None = None,
                  batch_size: int = 8):
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel  # start-up time (see above)
 
         path = _check_path(model)
         config = AutoConfig.from_pretrained(path)

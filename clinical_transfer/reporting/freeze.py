@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,17 @@ from clinical_transfer.hashing import sha256_file
 
 KEEP = ("label", "contrast", "segment_group", "feature", "role", "n_participants_pos", "n_participants_neg",
         "beta_raw", "beta_adj", "se_adj", "q_raw", "q_adj", "attenuation", "auroc", "verdict")
+
+
+#: Distributions whose versions can move the frozen numbers (recorded, so a drift can be traced).
+NUMERICAL_STACK = ("numpy", "scipy", "pandas", "statsmodels", "torch", "librosa", "soundfile", "soxr", "numba")
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _round(df: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +68,7 @@ def freeze(run: str | Path, dest: str | Path) -> Path:
         "resolved_config": manifest["resolved_config"], "config_sha256": manifest["config_sha256"],
         "config_source": manifest.get("config_source"), "inputs": manifest["inputs"], "demo": manifest.get("demo"), "seed": manifest["resolved_config"]["seed"],
         "versions": {"clinical_transfer": __version__, "python": platform.python_version(),
-                     "pandas": pd.__version__},
+                     **{name: _version(name) for name in NUMERICAL_STACK}},
         "rounding": "floats rounded to 6 significant digits", "tables_sha256": hashes,
     }, dest / "MANIFEST.json")
     return dest

@@ -15,9 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.guardrails import audit_run
 from clinical_transfer.hashing import sha256_file
+from clinical_transfer.reporting.freeze import freeze as freeze_tables
 from clinical_transfer.run.config import CONFIG_DIR, RunConfig, default_config_path, load_config
 from clinical_transfer.run.inventory import InventoryResult, run_inventory
+from clinical_transfer.store import merge_stores
 from dataset_adapters import adapter_entry, available_adapters, get_adapter
 from dataset_adapters.coswara import PUBLISHED_AT
 from dataset_adapters.demo import DemoConfig, write_demo_corpus
@@ -68,6 +71,17 @@ def resolve_config(opts: DataOptions) -> tuple[RunConfig, str]:
     return cfg, source
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``i/N`` -> (i, N), with a one-line error for anything else."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ClinicalTransferError(f"--shard {text!r} is not of the form i/N", "write e.g. --shard 0/4") from None
+    if not 0 <= i < n:
+        raise ClinicalTransferError(f"--shard {text} does not exist", "use 0 <= i < N, e.g. --shard 0/4 ... 3/4")
+    return i, n
+
+
 def prepare_demo(opts: DataOptions, out: Path, progress: bool) -> DataOptions:
     """Write the demo corpus beside ``out`` (inputs never go into an output folder) and point at it."""
     if opts.config is None and (CONFIG_DIR / "demo.toml").is_file():
@@ -80,8 +94,10 @@ def prepare_demo(opts: DataOptions, out: Path, progress: bool) -> DataOptions:
     return opts
 
 
-def demo_corpus(out: str, cfg: DemoConfig, progress: bool) -> Path:
-    return write_demo_corpus(out, cfg, progress=progress)
+def demo_corpus(out: str, participants: int, seed: int, layout: str, duration_s: float,
+                progress: bool) -> tuple[Path, DemoConfig]:
+    cfg = DemoConfig(n_participants=participants, seed=seed, layout=layout, duration_s=duration_s)
+    return write_demo_corpus(out, cfg, progress=progress), cfg
 
 
 def datasets() -> list[str]:
@@ -118,7 +134,7 @@ def extract(opts: DataOptions, out: Path, encoder: str, model: str | None, layer
             frame_codes: bool, progress: bool):
     """Score every recording into a (shard) score store; the same stages as ``run-overlay`` up to scores."""
     from clinical_transfer.run.models import resolve_models  # start-up time: torch
-    from clinical_transfer.scoring import score_recordings
+    from clinical_transfer.scoring import score_recordings  # start-up time: torch
 
     cfg, _ = resolve_config(opts)
     models = resolve_models(encoder, layer, model, sae, device, k=k)
@@ -185,8 +201,6 @@ def stats_overlay(features_path: Path, meta_path: Path, spec, cfg):
 
 
 def merge(shards: list[str], out: str) -> Path:
-    from clinical_transfer.store import merge_stores
-
     return merge_stores(shards, out)
 
 
@@ -208,8 +222,6 @@ def _corpus_ids(run: Path) -> tuple[list[str], str]:
 
 def audit(run_dir: str, corpus_ids: str | None, min_cell: int) -> tuple[list[str], str]:
     """Re-check a run folder against the guardrails; returns (violations, which raw ids were looked for)."""
-    from clinical_transfer.guardrails import audit_run
-
     run = Path(run_dir)
     if not run.is_dir():
         raise ClinicalTransferError(f"run folder {run} does not exist", "pass the --out folder of a run")
@@ -235,8 +247,6 @@ def inspect(run_dir: str, label: str | None, group: str | None, feature: str | N
 
 
 def freeze(run_dir: str, dest: Path) -> Path:
-    from clinical_transfer.reporting.freeze import freeze as freeze_tables
-
     return freeze_tables(run_dir, dest)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clinical_transfer import guardrails
 from clinical_transfer.sae.model import SparseAutoencoder
 
 
@@ -105,12 +106,10 @@ def evaluate(sae: SparseAutoencoder, batches: Iterable[torch.Tensor]) -> tuple[E
 
 def write_eval(summary: EvalSummary, density: np.ndarray, out: str | Path, extra: dict | None = None) -> Path:
     """``out/test_eval/summary.json`` (the reference atlas layout) and a feature-density histogram."""
-    from clinical_transfer import guardrails
-
     folder = Path(out) / "test_eval"
     folder.mkdir(parents=True, exist_ok=True)
     path = guardrails.write_json({**summary.to_dict(), **(extra or {})}, folder / "summary.json")
-    import matplotlib
+    import matplotlib  # start-up time: only the SAE commands draw this histogram
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -8,19 +8,14 @@ test sets that deflated published COVID-audio AUROCs (see shared/design/STATISTI
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
+from clinical_transfer.hashing import seeded_order_key
 from clinical_transfer.stats.association import associate, permutation_t
 from clinical_transfer.stats.design import Family, confound_columns
-
-
-def _order_key(seed: int, participant: str) -> str:
-    """Deterministic, seed-dependent order of participants (by a salted hash, never the raw id)."""
-    return hashlib.sha256(f"{seed}:{participant}".encode()).hexdigest()
 
 
 def split_estimates(
@@ -114,8 +109,8 @@ def matched_rows(fam: Family, match_on: list[str], seed: int = 0) -> np.ndarray:
     key = people[on].astype("string").fillna("<NA>").agg("|".join, axis=1) if on else pd.Series("", people.index)
     keep: set = set()
     for _, grp in people.groupby(key, sort=True):
-        pos = sorted(grp.index[grp["_x"] == 1], key=lambda p: _order_key(seed, p))
-        neg = sorted(grp.index[grp["_x"] == 0], key=lambda p: _order_key(seed, p))
+        pos = sorted(grp.index[grp["_x"] == 1], key=lambda p: seeded_order_key(seed, p))
+        neg = sorted(grp.index[grp["_x"] == 0], key=lambda p: seeded_order_key(seed, p))
         k = min(len(pos), len(neg))
         keep.update(pos[:k])
         keep.update(neg[:k])
@@ -146,8 +141,6 @@ def permutation_null(
     cluster: bool = True, q: float = 0.05,
 ) -> dict:
     """Empirical rate of BH discoveries under the stratified null, and the max-|t| FWER threshold."""
-    from statsmodels.stats.multitest import multipletests
-
     X = permuted_labels(fam, strata, n_perm, seed)
     T = permutation_t(X, F, C, fam.participants if cluster else None)
     df = (pd.unique(fam.participants).size - 1) if cluster else (len(fam.x) - (C.shape[1] if C is not None else 0) - 2)
