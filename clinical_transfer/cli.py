@@ -105,8 +105,7 @@ def _cmd_extract(a):
 
 
 def _cmd_merge(a):
-    out = run.merge(a.shards, a.out)
-    _say(f"{len(a.shards)} shard(s) merged into {out}")
+    _say(f"{len(a.shards)} shard(s) merged into {run.merge(a.shards, a.out)}")
 
 
 def _cmd_audit(a):
@@ -259,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cell", type=int, default=10)
 
     p = _verb(sub, "build-default-sae", _cmd_build_default_sae, "regenerate the embedded default SAE", quiet=True)
-    p.add_argument("--out", default=None, help="default: the package's own folder")
-    p.add_argument("--work", default="runs/default_sae_build", help="scratch folder for corpus and states")
+    for flag, default, help_ in (("--out", None, "default: the package's own folder"),
+                                 ("--work", "runs/default_sae_build", "scratch folder for corpus and states")):
+        p.add_argument(flag, default=default, help=help_)
     return parser
 
 

@@ -98,11 +98,10 @@ _ALNUM = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """How big and in which layout the demo corpus is written."""
+    """How big and in which layout the demo corpus is written (the one demo spec: run configs embed it)."""
 
     n_participants: int = 160
-    seed: int = 0
-    """Seed of every synthetic choice (people, labels, voices); same seed -> byte-identical corpus."""
+    seed: int = 0  # every synthetic choice (people, labels, voices): same seed -> byte-identical corpus
     sample_rate_hz: int = 16000
     duration_s: float = 2.5
     """Length of each recording (the real corpus has 2-30 s; short keeps the demo fast)."""

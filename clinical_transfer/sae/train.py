@@ -30,10 +30,8 @@ from clinical_transfer.sae.model import SAEConfig, SparseAutoencoder
 class TrainConfig:
     expansion: int = 8
     """d_sae = expansion x d_in (reference: 8)."""
-    k: int = 128
-    """Active features per token (TopK)."""
-    batch_size: int = 4096
-    """Tokens per optimiser step."""
+    k: int = 128  # active features per token (TopK)
+    batch_size: int = 4096  # tokens per optimiser step
     steps: int = 100_000
     lr: float | None = None
     """None -> 2e-4 / sqrt(d_sae / 16384), the scaling of the reference recipe."""
