@@ -93,7 +93,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
                 demo: dict | None = None, config_source: str = "") -> RunResult:
     """Run the main job for ``cfg`` into ``out`` and return its :class:`RunResult`.
 
-    Stages, in order: inventory (written under ``out``) -> encoder + SAE (resolved once) -> scores (cached
+    Stages, in order (as ``extract``): encoder + SAE (resolved once) -> inventory (written under ``out``) -> scores (cached
     under ``out/../.score_cache``, the store in the private sibling ``out_private``) -> one overlay per
     configured label -> REPORT.md / report.html -> ``run_manifest.json``. ``demo`` is the spec of a
     synthetic corpus (recorded so ``regenerate`` can rebuild it).
@@ -104,10 +104,10 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     a = cfg.analysis
     if not a.labels:
         raise ClinicalTransferError("the config names no labels to analyse", "add [[analysis.labels]] column = ... entries")
+    e = cfg.encoder
+    models = resolve_models(e.name, e.layer, e.model, e.sae, e.device)  # first: a bad SAE fails before any audio
     inv = run_inventory(cfg, out, progress=progress)
     _check_columns(cfg, inv.recordings)
-    e = cfg.encoder
-    models = resolve_models(e.name, e.layer, e.model, e.sae, e.device)
     private = out.with_name(out.name + "_private")  # per-recording scores never go into the output folder
     scored = score_recordings(inv.recordings, models.encoder, models.sae, private / "scores",
                               out.parent / ".score_cache", cfg.guardrails.salt, progress=progress,
