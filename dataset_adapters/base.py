@@ -15,7 +15,6 @@ from typing import Protocol
 import pandas as pd
 
 from clinical_transfer.errors import ClinicalTransferError
-from clinical_transfer.taxonomy import DEFAULT_STRATA
 
 #: Columns of the Recording table, in order. Adapters append their own normalised label columns.
 RECORDING_COLUMNS = (
@@ -68,21 +67,16 @@ class AdapterEntry:
     target: str
     """Import path of the adapter class, ``module:Class`` (imported only when used)."""
     default_config: str = ""
-    """File under ``configs/`` that ``--dataset NAME`` runs when no ``--config`` is given."""
+    """File under ``configs/`` that ``--dataset NAME`` runs when no ``--config`` is given; it declares the
+    corpus's confounds and split variables (``[analysis] confounds``, ``strata``)."""
     licence: str = ""
     citation: str = ""
-    confounds: tuple[str, ...] = ("age", "sex", "wave")
-    """Columns this corpus offers as confounds (its default config adjusts for them)."""
-    strata: tuple[str, ...] = DEFAULT_STRATA
-    """Split variables of the robustness checks for this corpus."""
 
 
 _REGISTRY: dict[str, AdapterEntry] = {
     "coswara": AdapterEntry(
         "dataset_adapters.coswara:CoswaraAdapter", default_config="coswara.toml", licence="CC BY 4.0",
-        citation="Bhattacharya et al. 2023, Coswara: a respiratory sounds and symptoms dataset (Sci Data 10:397)",
-        confounds=("age", "sex", "wave", "english_proficiency"),
-        strata=("sex", "age_band", "wave", "english_proficiency")),
+        citation="Bhattacharya et al. 2023, Coswara: a respiratory sounds and symptoms dataset (Sci Data 10:397)"),
 }
 
 

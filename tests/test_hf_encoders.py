@@ -115,7 +115,7 @@ def test_cli_offers_exactly_the_registered_encoders():
         return tuple(next(a for a in sub.choices["extract"]._actions if a.dest == "encoder").choices)
 
     assert choices() == encoder_names() == ("ge2e", "gemma", "hf-encoder")
-    register_encoder("tiny", EncoderEntry("tests.tiny_models:Nothing", needs_model=True, default_layer=1))
+    register_encoder("tiny", EncoderEntry("tests.tiny_models:Nothing", needs_model=True))
     try:
         assert choices()[-1] == "tiny"  # one registration line is all a new encoder needs
     finally:

@@ -20,13 +20,12 @@ class EncoderEntry:
     """``module:Class`` of the backend."""
     needs_model: bool
     """True when the backend loads weights from a local ``--model`` folder (nothing is downloaded)."""
-    default_layer: int
 
 
 _REGISTRY: dict[str, EncoderEntry] = {
-    "ge2e": EncoderEntry("clinical_transfer.encoders.embedded:GE2EEncoder", needs_model=False, default_layer=3),
-    "gemma": EncoderEntry("clinical_transfer.encoders.hf:GemmaAudioEncoder", needs_model=True, default_layer=24),
-    "hf-encoder": EncoderEntry("clinical_transfer.encoders.hf:HFSpeechEncoder", needs_model=True, default_layer=6),
+    "ge2e": EncoderEntry("clinical_transfer.encoders.embedded:GE2EEncoder", needs_model=False),
+    "gemma": EncoderEntry("clinical_transfer.encoders.hf:GemmaAudioEncoder", needs_model=True),
+    "hf-encoder": EncoderEntry("clinical_transfer.encoders.hf:HFSpeechEncoder", needs_model=True),
 }
 
 

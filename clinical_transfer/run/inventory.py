@@ -40,10 +40,8 @@ class InventoryResult:
     notes: list[str] = field(default_factory=list)
 
     def excluded(self) -> pd.DataFrame:
-        """Recordings not analysed, by segment group, status and reason."""
-        r = self.recordings
-        return r[r["status"] != "ok"].groupby(["segment_group", "status", "status_reason"]).size().rename(
-            "n_recordings").reset_index()
+        """Recordings not analysed, by segment group, status and reason (the not-``ok`` rows of ``counts``)."""
+        return self.counts[self.counts["status"] != "ok"].reset_index(drop=True)
 
 
 def public_inventory(recordings: pd.DataFrame, salt: str) -> pd.DataFrame:
@@ -87,12 +85,11 @@ def summary_text(result: InventoryResult) -> str:
     r = result.recordings
     lines = [f"participants: {r['participant_id'].nunique()}   recordings expected: {len(r)}"]
     by_status = r["status"].value_counts()
-    lines.append("status: " + ", ".join(f"{k} {int(by_status.get(k, 0))}" for k in
-                                         STATUSES))
-    bad = r[r["status"] != "ok"]
+    lines.append("status: " + ", ".join(f"{k} {int(by_status.get(k, 0))}" for k in STATUSES))
+    bad = result.excluded()
     if len(bad):
         lines.append("not ok, by reason:")
-        for (group, status, reason), n in bad.groupby(["segment_group", "status", "status_reason"]).size().items():
+        for group, status, reason, n in bad.itertuples(index=False):
             lines.append(f"  {group:16s} {status:11s} {n:6d}  {reason}")
     if len(result.agreement):
         lines.append("content tag agrees with declared segment group (ok recordings):")

@@ -2,7 +2,8 @@
 
 Why one place: the default-SAE rule ("GE2E layer 3 without --sae -> the embedded SAE"), the device rule
 ("auto" -> CUDA when present) and the SAE digest (seconds for a 30,720-feature SAE) used to be written
-in several verbs; every verb now asks :func:`resolve_models`.
+in several verbs; every verb now asks :func:`resolve_models`. Importing this module loads torch, so the
+CLI's verbs import it inside the verb (start-up time).
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from clinical_transfer.encoders import get_encoder
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.sae import default as default_sae
+from clinical_transfer.sae.formats import load_sae
+from clinical_transfer.scoring import sae_hash
 
 
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; ``cuda`` without one is an error."""
-    import torch  # start-up time: only verbs that run a model pay for torch
-
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -39,11 +44,6 @@ class Models:
 def resolve_models(encoder: str, layer: int, model: str | None = None, sae: str | None = None,
                    device: str = "auto", k: int | None = None, need_sae: bool = True) -> Models:
     """Load the encoder (on the resolved device) and its SAE (given, or the embedded default)."""
-    from clinical_transfer.encoders import get_encoder  # start-up time: torch
-    from clinical_transfer.sae import default as default_sae
-    from clinical_transfer.sae.formats import load_sae
-    from clinical_transfer.scoring import sae_hash
-
     enc = get_encoder(encoder, model=model or None, layer=layer, device=resolve_device(device))
     if not need_sae:
         return Models(enc, None, "", "")

@@ -19,7 +19,9 @@ from clinical_transfer.hashing import sha256_text
 from clinical_transfer.reporting.render import render_markdown
 from clinical_transfer.run.config import RunConfig
 from clinical_transfer.run.inventory import run_inventory
+from clinical_transfer.run.models import resolve_models
 from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunResult
+from clinical_transfer.scoring import score_recordings
 from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
 from clinical_transfer.stats.controls import NUISANCE  # the columns the negative controls read
 from clinical_transfer.store import ScoreStore
@@ -98,9 +100,6 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     configured label -> REPORT.md / report.html -> ``run_manifest.json``. ``demo`` is the spec of a
     synthetic corpus (recorded so ``regenerate`` can rebuild it).
     """
-    from clinical_transfer.run.models import resolve_models  # start-up time: torch
-    from clinical_transfer.scoring import score_recordings
-
     a = cfg.analysis
     if not a.labels:
         raise ClinicalTransferError("the config names no labels to analyse", "add [[analysis.labels]] column = ... entries")

@@ -105,7 +105,7 @@ def overlay(
     :class:`OverlayConfig`.
     """
     for k in options:
-        if not hasattr(OverlayConfig, k) and k not in OverlayConfig.__dataclass_fields__:
+        if k not in OverlayConfig.__dataclass_fields__:
             raise TypeError(f"unknown overlay option {k!r}")
     if confounds is not None:
         options["confounds"] = list(confounds)
