@@ -9,7 +9,8 @@ imported inside the verbs that need them, so ``clinical-transfer --help`` starts
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -88,8 +89,13 @@ def prepare_demo(opts: DataOptions, out: Path, progress: bool) -> DataOptions:
         opts.config = str(CONFIG_DIR / "demo.toml")
     demo = load_config(opts.config).demo
     corpus = out.with_name(out.name + "_corpus")
-    if not (corpus / "combined_data.csv").is_file():
+    spec = json.dumps(asdict(demo), sort_keys=True)
+    stamp = corpus / "demo_spec.json"  # a corpus left by another spec is rebuilt, never silently reused
+    if not (corpus / "combined_data.csv").is_file() or not stamp.is_file() or stamp.read_text() != spec:
+        if corpus.is_dir():
+            shutil.rmtree(corpus)
         write_demo_corpus(corpus, demo, progress=progress)
+        stamp.write_text(spec)
     opts.data_root = str(corpus)
     return opts
 
