@@ -70,7 +70,7 @@ def _cmd_stats(a):
     cfg = OverlayConfig(
         confounds=_split(a.confounds), group_col=a.group_col or None, cluster_col=a.cluster or None,
         strata=_split(a.strata) if a.strata is not None else None, permutations=a.permutations,
-        seed=a.seed, alpha=a.alpha, min_cell=a.min_cell, strict=not a.allow_small_groups,
+        seed=a.seed, alpha=a.alpha, min_cell=a.min_cell, min_stratum=a.min_stratum, strict=not a.allow_small_groups,
         positive_controls=_split(a.positive_controls))
     spec = LabelSpec(a.label, tuple(a.positive or ()), tuple(a.negative or ()))
     result = run.stats_overlay(Path(a.features), Path(a.meta), spec, cfg)
@@ -192,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strata", default=None, help="comma-separated split variables (default: sex,age_band,wave,quality)")
     p.add_argument("--positive-controls", default="age,sex", help="labels run the same way as positive controls")
     for flag, kind, default, help_ in (
-            ("--permutations", int, 100, "stratified permutations for the null (0 = none)"), ("--seed", int, 0, ""),
-            ("--alpha", float, 0.05, "FDR level"), ("--min-cell", int, 10, "suppress families with fewer participants")):
+            ("--permutations", int, 1000, "Freedman-Lane permutations for the family-wise p (0 = none)"),
+            ("--seed", int, 0, ""), ("--alpha", float, 0.05, "FDR level"),
+            ("--min-cell", int, 10, "suppress families with fewer participants"),
+            ("--min-stratum", int, 20, "participants a side for a confound stratum to be estimated")):
         p.add_argument(flag, type=kind, default=default, help=help_ or None)
     p.add_argument("--allow-small-groups", action="store_true", help="record unfittable groups as suppressed")
     p.add_argument("--out", required=True, help="output folder")

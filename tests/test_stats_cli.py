@@ -27,7 +27,7 @@ def files(tmp_path):
 
 def run(files, *extra):
     return main(["stats", "--features", str(files / "F.parquet"), "--meta", str(files / "M.csv"), "--label", "st",
-                 "--confounds", "age,sex,wave", "--permutations", "5", "--out", str(files / "out"), *extra])
+                 "--confounds", "age,sex,wave", "--permutations", "40", "--out", str(files / "out"), *extra])
 
 
 def test_writes_every_table_with_the_label(files, capsys):

@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.nonparametric import rank_compare_2indep
 
-from clinical_transfer.stats.association import associate, associate_designs, permutation_t
+from clinical_transfer.stats.association import associate, associate_designs
 from clinical_transfer.stats.design import confound_columns
 from clinical_transfer.stats.effects import rank_effects
 from tests.stats_data import clustered_table
@@ -63,16 +63,6 @@ def test_float32_features_and_both_designs_in_one_pass(data):
     np.testing.assert_allclose(adj.beta, beta, rtol=RTOL)
     np.testing.assert_allclose(adj.se, se, rtol=RTOL)
     np.testing.assert_allclose(raw.beta, reference(x, F32.astype(float), None, g, True)[0], rtol=RTOL)
-
-
-def test_permutation_t_equals_one_fit_per_permutation(data):
-    x, F, C, g = data
-    rng = np.random.default_rng(0)
-    X = np.column_stack([rng.permutation(x) for _ in range(4)])
-    for cluster in (None, g):
-        T = permutation_t(X, F, C, cluster, max_block=1000)
-        for b in range(4):
-            np.testing.assert_allclose(T[b], associate(X[:, b], F, C, cluster).t, rtol=RTOL)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -46,17 +46,23 @@ def test_confound_driven_features_are_confound_explained(planted):
     fam = res.overlay[res.overlay["segment_group"] == "vowel"].set_index("feature")
     sex_driven = ["feat_2", "feat_3", "feat_4", "feat_5"]
     assert (fam.loc[sex_driven, "q_raw"] < 0.05).all()  # significant before adjustment ...
-    assert (fam.loc[sex_driven, "verdict"] == "confound-explained").all()  # ... explained after
-    assert (fam.loc[sex_driven, "attenuation"] > 0.7).all()
-    assert not (fam["verdict"] == "robust correlate").any()
+    # ... explained after, where the adjusted 95% limit is below half the raw estimate (measured: 3 of 4 here;
+    # feat_4's limit is 54% of its raw estimate, so it is called inconclusive rather than explained)
+    v = fam.loc[sex_driven, "verdict"]
+    assert (v == "confound-explained").sum() >= 3 and v.isin(["confound-explained", "inconclusive after adjustment"]).all()
+    assert (fam.loc[sex_driven, "attenuation"] > 0.7).all() and (fam.loc[sex_driven, "q_change"] < 1e-6).all()
+    assert not fam["verdict"].str.contains("correlate").any()
 
 
 def test_positive_controls_are_run_the_same_way(planted):
     features, meta = planted
     res = overlay(features, meta, "st", ["sex", "age", "wave"], permutations=0)
     sex = res.overlay[(res.overlay["label"] == "sex") & (res.overlay["segment_group"] == "vowel")]
-    robust = set(sex[sex["verdict"] == "robust correlate"]["feature"])
-    assert {"feat_2", "feat_3", "feat_4", "feat_5"} <= robust and len(robust) <= 5
+    # positive controls get the adjusted fit and splits only, so the ladder stops below robust and says why
+    hits = sex[sex["verdict"] == "adjusted correlate, robustness untested"]
+    assert {"feat_2", "feat_3", "feat_4", "feat_5"} <= set(hits["feature"]) and len(hits) <= 5
+    assert hits["note"].str.contains("robustness untested: not run for positive controls").all()
+    assert not (sex["verdict"] == "robust correlate").any()
     assert (sex["role"] == "positive_control").all() and sex["contrast"].iloc[0] == "female vs male"
     pc = res.controls[res.controls["kind"] == "positive_control"]
     assert set(pc["label"]) == {"sex", "age"}

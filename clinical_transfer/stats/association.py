@@ -210,6 +210,18 @@ def _meat(WF, Z, K, out):  # pragma: no cover - JIT
         out[r] = (a0 + a1) + (a2 + a3)
 
 
+def run_chunks(work, m: int, chunk: int, workers: int) -> None:
+    """``work(lo)`` for every column chunk start of an m-column matrix, on ``workers`` threads (the
+    kernels release the GIL); each chunk is the same whatever the number of threads."""
+    chunks = range(0, m, chunk)
+    if workers > 1 and m > chunk:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, chunks))
+    else:
+        for lo in chunks:
+            work(lo)
+
+
 def associate_designs(
     x: np.ndarray,
     F: np.ndarray,
@@ -288,13 +300,7 @@ def associate_designs(
                 factor = G / (G - 1) * (n - 1) / (n - d.n_params)
                 se[lo:hi] = np.sqrt(factor * meat) / d.sxx
 
-    chunks = range(0, m, chunk)
-    if workers > 1 and m > chunk:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(work, chunks))
-    else:
-        for lo in chunks:
-            work(lo)
+    run_chunks(work, m, chunk, workers)
     results = []
     for d, (beta, se, rss) in zip(designs, out):
         df_resid = n - d.n_params
@@ -323,53 +329,3 @@ def associate(
     clusters: (n,) cluster ids (participants) for cluster-robust SEs, or None for classical SEs.
     """
     return associate_designs(x, F, [C], clusters, chunk)[0]
-
-
-def permutation_t(
-    X: np.ndarray,
-    F: np.ndarray,
-    C: np.ndarray | None = None,
-    clusters: np.ndarray | None = None,
-    max_block: int = 30_000_000,
-) -> np.ndarray:
-    """t statistics (B, m) of B label vectors (columns of X, shape (n, B)) against every feature.
-
-    All B labels share one confound basis, so the label-by-feature products are one GEMM per feature
-    chunk and the cluster scores one sparse product with a (B·G, n) matrix — the permutation null in
-    a few matrix products rather than B separate fits.
-    """
-    X = np.asarray(X, np.float64)
-    n, B = X.shape
-    m = F.shape[1]
-    Q = confound_basis(C, n)
-    Xt = X - Q @ (Q.T @ X)
-    sxx = np.einsum("ib,ib->b", Xt, Xt)
-    n_params = Q.shape[1] + 1
-    if clusters is not None:
-        codes = np.unique(np.asarray(clusters), return_inverse=True)[1].ravel()
-        G = int(codes.max()) + 1
-        rows = (np.arange(B)[None, :] * G + codes[:, None]).ravel()  # (n*B,) in (i, b) order
-        W = sparse.csr_matrix((Xt.ravel(), (rows, np.repeat(np.arange(n), B))), shape=(B * G, n))
-        WQ = (W @ Q).reshape(B, G, -1)
-        bsq = np.zeros((B, G))
-        np.add.at(bsq, (np.tile(np.arange(B), n), np.repeat(codes, B)), (Xt * Xt).ravel())
-        factor = G / (G - 1) * (n - 1) / (n - n_params)
-        chunk = max(1, min(m, max_block // max(B * G, 1)))
-    else:
-        chunk = max(1, min(m, max_block // max(n, 1)))
-    T = np.empty((B, m))
-    for lo in range(0, m, chunk):
-        hi = min(lo + chunk, m)
-        Fc = np.array(F[:, lo:hi], dtype=np.float64, order="C")
-        Fc -= Fc.mean(axis=0)
-        QF = Q.T @ Fc
-        beta = (Xt.T @ Fc) / sxx[:, None]
-        if clusters is None:
-            rss = np.einsum("ij,ij->j", Fc, Fc) - np.einsum("ij,ij->j", QF, QF) - beta**2 * sxx[:, None]
-            se = np.sqrt(np.maximum(rss, 0.0) / ((n - n_params) * sxx[:, None]))
-        else:
-            S = (W @ Fc).reshape(B, G, hi - lo) - np.einsum("bgr,rm->bgm", WQ, QF) - bsq[:, :, None] * beta[:, None, :]
-            se = np.sqrt(factor * np.einsum("bgm,bgm->bm", S, S)) / sxx[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            T[:, lo:hi] = beta / se
-    return T

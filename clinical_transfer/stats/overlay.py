@@ -23,11 +23,11 @@ from clinical_transfer import __version__, guardrails
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.hashing import sha256_file
 from clinical_transfer.stats.design import Family, LabelSpec, add_age_band, code_label, keep_rows
-from clinical_transfer.stats.family import family_key, family_table, suppressed_rows
+from clinical_transfer.stats.family import bh, family_key, family_table, suppressed_rows
 from clinical_transfer.stats.options import OverlayConfig
 from clinical_transfer.stats.verdicts import VERDICTS
 
-__all__ = ["OverlayConfig", "OverlayResult", "overlay"]
+__all__ = ["OverlayConfig", "OverlayResult", "add_run_q", "overlay"]
 
 
 @dataclass
@@ -50,13 +50,35 @@ class OverlayResult:
         return written
 
     def summary(self) -> str:
-        """Verdict counts per family, as plain text."""
+        """Verdict counts per family (and the replication rate of the target families), as plain text."""
         lines = []
+        rep = replication_text(self.controls)
         for (label, contrast, group), g in self.overlay.groupby(["label", "contrast", "segment_group"], sort=False):
             counts = g["verdict"].value_counts()
             parts = ", ".join(f"{v} {int(counts[v])}" for v in VERDICTS if v in counts)
-            lines.append(f"{label} [{contrast}] / {group}: {parts}")
+            extra = rep.get((label, group), "") if (g["role"] == "target").all() else ""
+            lines.append(f"{label} [{contrast}] / {group}: {parts}{'; ' + extra if extra else ''}")
         return "\n".join(lines)
+
+
+def add_run_q(*tables: pd.DataFrame) -> list[pd.DataFrame]:
+    """``q_run``: BH over every target row of every family in ``tables`` (beside the per-family ``q_adj``).
+
+    Per-family q answers "which features of this segment group and label"; q_run answers "which findings
+    of this whole run", so a reader who scans every family sees the error rate of what they scanned. A
+    run with several labels passes all their tables at once; copies are returned.
+    """
+    outs = [t.copy() for t in tables]
+    masks = [(t["role"] == "target").to_numpy() for t in outs]
+    p = np.concatenate([t.loc[m, "p_adj"].to_numpy(float) for t, m in zip(outs, masks)]) if outs else np.empty(0)
+    q_all = bh(p, "fdr_bh")
+    at = 0
+    for t, m in zip(outs, masks):
+        q = np.full(len(t), np.nan)
+        q[m] = q_all[at : at + m.sum()]
+        at += int(m.sum())
+        t["q_run"] = q
+    return outs
 
 
 def _validate(features: pd.DataFrame, meta: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -90,6 +112,21 @@ def _validate(features: pd.DataFrame, meta: pd.DataFrame, columns: list[str]) ->
     return F, names
 
 
+def replication_text(controls: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Per (label, segment group): "replicated r of d discoveries" or why the split could not run."""
+    if "kind" not in controls:
+        return {}
+    out = {}
+    for rec in controls[controls["kind"] == "replication"].to_dict("records"):
+        n_disc = rec.get("n_discovered")
+        if isinstance(n_disc, (int, float)) and np.isfinite(n_disc) and n_disc > 0:
+            out[(rec["label"], rec["segment_group"])] = (
+                f"replication split: {int(rec['n_replicated'])} of {int(n_disc)} discoveries replicated")
+        elif rec.get("reason"):
+            out[(rec["label"], rec["segment_group"])] = f"replication split not run: {rec['reason']}"
+    return out
+
+
 def overlay(
     features: pd.DataFrame,
     meta: pd.DataFrame,
@@ -110,6 +147,10 @@ def overlay(
     if confounds is not None:
         options["confounds"] = list(confounds)
     cfg = replace(config or OverlayConfig(), **options)  # a copy: the caller's config is never changed
+    if cfg.min_stratum < cfg.min_cell:
+        raise ClinicalTransferError(
+            f"min_stratum={cfg.min_stratum} is below min_cell={cfg.min_cell}: a stratum that small would publish "
+            "a small cell", f"set min_stratum to at least {cfg.min_cell}")
     spec = label if isinstance(label, LabelSpec) else LabelSpec(label)
     meta = add_age_band(meta)
     needed = [spec.column, *cfg.confounds] + [c for c in (cfg.group_col, cfg.cluster_col) if c]
@@ -167,14 +208,14 @@ def overlay(
             split_tables.append(s)
             controls += c
             controls.append({"kind": "inclusion", **family_key(fam), "role": role,
-                             "n_recordings": len(fam.x) if t["verdict"].iloc[0] != "suppressed" else np.nan,
+                             "n_recordings": len(fam.x) if t["verdict"].iloc[0] not in ("suppressed", "not estimable") else np.nan,
                              "dropped": "; ".join(f"{k}: {v}" for k, v in dropped.items())})
-            if role == "positive_control" and t["verdict"].iloc[0] != "suppressed":
+            if role == "positive_control" and t["verdict"].iloc[0] not in ("suppressed", "not estimable"):
                 controls.append({"kind": "positive_control", **family_key(fam),
                                  "n_significant": int((t["q_adj"] < cfg.alpha).sum()),
                                  "max_abs_t": float(np.nanmax(np.abs(t["t_adj"]))),
                                  "top_feature": t.loc[t["p_adj"].idxmin(), "feature"]})
-    overlay_df = pd.concat(tables, ignore_index=True)
+    overlay_df = add_run_q(pd.concat(tables, ignore_index=True))[0]
     splits_df = pd.concat([s for s in split_tables if not s.empty], ignore_index=True) if any(
         not s.empty for s in split_tables) else pd.DataFrame(columns=["label", "contrast", "segment_group", "feature"])
     controls_df = pd.DataFrame(controls)

@@ -1,20 +1,24 @@
-"""Confound controls beyond adjustment: splits, matched subsets, and the stratified permutation null.
+"""Confound controls beyond adjustment: splits, matched subsets, the change test and the replication split.
 
 Why: adjustment assumes the confounds act additively and are measured well. Re-estimating within
-strata (sex, age band, wave, language, quality), re-running on an exactly matched subset, and
-permuting labels within strata test that assumption from three sides — the habits behind the matched
-test sets that deflated published COVID-audio AUROCs (see shared/design/STATISTICS.md).
+strata (sex, age band, wave, language, quality) and re-running on exactly matched subsets test that
+assumption — the habits behind the matched test sets that deflated published COVID-audio AUROCs (see
+shared/design/STATISTICS.md). The change test asks whether adjustment *significantly* moved an estimate
+before anyone calls it confound-explained, and the replication split asks the question that matters at
+these sample sizes (Marek et al. 2022): does an effect found in half the people appear in the other half?
+The Freedman–Lane null is in :mod:`~clinical_transfer.stats.permutation`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 from statsmodels.stats.multitest import multipletests
 
-from clinical_transfer.hashing import seeded_order_key
-from clinical_transfer.stats.association import associate, permutation_t
+from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import seeded_order_key, stable_unit
+from clinical_transfer.stats.association import associate, confound_basis
 from clinical_transfer.stats.design import Family, confound_columns
 
 
@@ -68,12 +72,14 @@ def split_estimates(
 
 
 def stability(splits: pd.DataFrame, beta_overall: pd.Series, alpha: float = 0.05) -> pd.DataFrame:
-    """Per feature: strata estimated, strata with the overall sign, Cochran's Q heterogeneity p, reversals.
+    """Per feature: strata estimated, strata with the overall sign, Cochran's Q heterogeneity p, reversals,
+    and the number of split variables with at least two estimated strata (where heterogeneity is testable).
 
     Q is computed within each split variable (its strata partition the rows); the reported p is the
     smallest over variables, Bonferroni-corrected for the number of variables.
     """
-    cols = ["n_strata", "n_strata_same_sign", "heterogeneity_q", "heterogeneity_p", "n_strata_reversed"]
+    cols = ["n_strata", "n_strata_same_sign", "heterogeneity_q", "heterogeneity_p", "n_strata_reversed",
+            "n_split_variables"]
     if splits.empty:
         return pd.DataFrame(columns=cols)
     s = splits.assign(overall=splits["feature"].map(beta_overall))
@@ -91,7 +97,7 @@ def stability(splits: pd.DataFrame, beta_overall: pd.Series, alpha: float = 0.05
             qs.append(q)
             ps.append(float(stats.chi2.sf(q, len(v) - 1)))
         p = min(1.0, min(ps) * len(ps)) if ps else np.nan
-        rows[feat] = (len(g), int(g["same"].sum()), max(qs) if qs else np.nan, p, int(g["reversed"].sum()))
+        rows[feat] = (len(g), int(g["same"].sum()), max(qs) if qs else np.nan, p, int(g["reversed"].sum()), len(qs))
     return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
 
 
@@ -117,43 +123,153 @@ def matched_rows(fam: Family, match_on: list[str], seed: int = 0) -> np.ndarray:
     return fam.meta["participant_id"].isin(keep).to_numpy()
 
 
-def permuted_labels(fam: Family, strata: list[str], n_perm: int, seed: int) -> np.ndarray:
-    """(n, B) label matrix: participant-level labels shuffled within strata, expanded to rows."""
-    on = [c for c in strata if c in fam.meta.columns]
-    people = fam.meta.assign(_x=fam.x).groupby("participant_id", sort=True).agg(
-        {"_x": "first", **{c: "first" for c in on}})
-    key = people[on].astype("string").fillna("<NA>").agg("|".join, axis=1).to_numpy() if on else np.zeros(len(people))
-    rng = np.random.default_rng(seed)
-    base = people["_x"].to_numpy(float)
-    groups = [np.flatnonzero(key == k) for k in pd.unique(key)]
-    P = np.empty((len(people), n_perm))
-    for b in range(n_perm):
-        v = base.copy()
-        for idx in groups:
-            v[idx] = base[idx][rng.permutation(len(idx))]
-        P[:, b] = v
-    row_of = people.index.get_indexer(fam.meta["participant_id"])
-    return P[row_of]
+def suppress_complements(splits: pd.DataFrame, totals: dict[str, int], min_cell: int) -> pd.DataFrame:
+    """Complementary suppression of the per-stratum counts of a splits table.
+
+    Strata that were not estimated are absent, so their size is the family total minus the published
+    strata; when that difference is between 1 and ``min_cell`` - 1 the counts of the smallest published
+    stratum are withheld too (repeatedly), so no small cell can be derived by subtraction. ``totals`` maps
+    each count column to its family total. Estimates stay; only counts are withheld.
+    """
+    if splits.empty:
+        return splits
+    out = splits.copy()
+    count_cols = [c for c in totals if c in out.columns]
+    for c in count_cols:
+        out[c] = out[c].astype("Float64")
+    out["counts_suppressed"] = False
+    for var, rows in out.groupby("split_variable", sort=False):
+        strata = rows.drop_duplicates("stratum").set_index("stratum")[count_cols].astype(float)
+        hidden: set[str] = set()
+        while True:
+            shown = strata.drop(index=list(hidden))
+            residual = {c: totals[c] - shown[c].sum() for c in count_cols}
+            if shown.empty or not any(0 < r < min_cell for r in residual.values()):
+                break
+            hidden.add(shown[count_cols].min(axis=1).idxmin())
+        if hidden:
+            mask = (out["split_variable"] == var) & out["stratum"].isin(hidden)
+            out.loc[mask, count_cols] = pd.NA
+            out.loc[mask, "counts_suppressed"] = True
+    return out
 
 
-def permutation_null(
-    fam: Family, F: np.ndarray, C: np.ndarray | None, strata: list[str], n_perm: int, seed: int,
-    cluster: bool = True, q: float = 0.05,
-) -> dict:
-    """Empirical rate of BH discoveries under the stratified null, and the max-|t| FWER threshold."""
-    X = permuted_labels(fam, strata, n_perm, seed)
-    T = permutation_t(X, F, C, fam.participants if cluster else None)
-    df = (pd.unique(fam.participants).size - 1) if cluster else (len(fam.x) - (C.shape[1] if C is not None else 0) - 2)
-    discoveries = []
-    for b in range(n_perm):
-        p = 2 * stats.t.sf(np.abs(T[b]), df)
-        discoveries.append(int(multipletests(np.nan_to_num(p, nan=1.0), alpha=q, method="fdr_bh")[0].sum()))
-    disc = np.asarray(discoveries)
-    max_t = np.nanmax(np.abs(T), axis=1)
-    return {
-        "n_permutations": n_perm,
-        "null_discovery_rate": float(disc.mean() / F.shape[1]),
-        "null_any_discovery_rate": float((disc > 0).mean()),
-        "null_mean_discoveries": float(disc.mean()),
-        "maxt_threshold_95": float(np.quantile(max_t, 0.95)),
-    }
+def _binary_for_matching(fam: Family) -> np.ndarray:
+    """0/1 side of each row for matching: the label itself, or above/below the participant median for a
+    continuous label (matching then balances the confounds between high and low label values)."""
+    if fam.binary:
+        return fam.x
+    per = pd.Series(fam.x).groupby(fam.participants).mean()
+    return (fam.x > float(per.median())).astype(float)
+
+
+def matched_estimates(fam: Family, F: np.ndarray, match_on: list[str], seed: int, draws: int, min_cell: int,
+                      beta_adj: np.ndarray, se_adj: np.ndarray, cluster: bool = True) -> tuple[dict, str]:
+    """Adjusted estimates on ``draws`` exactly matched subsets, and how often they agree with the full fit.
+
+    Each draw matches 1:1 within strata of ``match_on`` with a different seeded order (draw d uses seed
+    ``seed * 1000 + d``), so one lucky or unlucky subset cannot decide a verdict. Returned per feature:
+    median β, p and participants over the draws, q = BH of the median p, and ``matched_agreement`` = the
+    fraction of draws whose estimate has the full fit's sign and a 95% CI overlapping the full fit's.
+    Agreement, not q on the (often much smaller) subset, is the check: q would mostly measure its power.
+    The second value is why no estimate was formed ('' when it was).
+    """
+    side = _binary_for_matching(fam)
+    probe = Family(fam.label, fam.contrast, fam.segment_group, True, fam.rows, side, fam.meta, fam.confounds)
+    z = float(stats.norm.ppf(0.975))
+    betas, ps, ns, agree = [], [], [], []
+    reason = ""
+    for d in range(draws):
+        keep = matched_rows(probe, match_on, seed * 1000 + d)
+        sub_side = side[keep]
+        pids = fam.participants[keep]
+        n_side = min(pd.unique(pids[sub_side == 1]).size, pd.unique(pids[sub_side == 0]).size) if keep.any() else 0
+        if n_side < min_cell:
+            reason = f"matched subset too small ({n_side} participants a side, fewer than {min_cell})"
+            continue
+        C, _ = confound_columns(fam.meta[keep], fam.confounds)
+        try:
+            a = associate(fam.x[keep], F[keep], C, pids if cluster else None)
+        except ClinicalTransferError as exc:
+            reason = f"matched subset cannot be fitted ({exc.problem})"
+            continue
+        betas.append(a.beta)
+        ps.append(a.p)
+        ns.append(pd.unique(pids).size)
+        overlap = np.abs(a.beta - beta_adj) <= z * (a.se + se_adj)
+        agree.append((np.sign(a.beta) == np.sign(beta_adj)) & overlap)
+    if not betas:
+        return {}, reason or "no matched subset"
+    p_med = np.median(np.vstack(ps), axis=0)
+    return {"beta_matched": np.median(np.vstack(betas), axis=0), "p_matched": p_med,
+            "q_matched": multipletests(np.nan_to_num(p_med, nan=1.0), method="fdr_bh")[1],
+            "n_participants_matched": float(np.median(ns)),
+            "matched_agreement": np.mean(np.vstack(agree), axis=0)}, ""
+
+
+def replication_split(fam: Family, F: np.ndarray, seed: int, alpha: float, min_cell: int,
+                      cluster: bool = True) -> tuple[pd.DataFrame | None, str]:
+    """Adjusted effects in a discovery and a replication half of the participants (stable seeded hash).
+
+    ``replicated`` is defined for features discovered in the discovery half (BH q < ``alpha`` there): the
+    same sign and p < 0.05 in the replication half; NA for the rest. Returns (table, reason when not run).
+    """
+    pids = fam.participants
+    half = np.array([stable_unit(f"{seed}:replication:{p}") < 0.5 for p in pids])
+    fits = []
+    for name, rows in (("discovery", half), ("replication", ~half)):
+        x, sub = fam.x[rows], fam.meta[rows]
+        if fam.binary:
+            n_side = min(pd.unique(pids[rows][x == 1]).size, pd.unique(pids[rows][x == 0]).size)
+        else:
+            n_side = pd.unique(pids[rows]).size
+        if n_side < min_cell:
+            return None, f"{name} half too small ({n_side} participants a side, fewer than {min_cell})"
+        C, _ = confound_columns(sub, fam.confounds)
+        try:
+            fits.append(associate(x, F[rows], C, pids[rows] if cluster else None))
+        except ClinicalTransferError as exc:
+            return None, f"{name} half cannot be fitted ({exc.problem})"
+    disc, rep = fits
+    q = multipletests(np.nan_to_num(disc.p, nan=1.0), method="fdr_bh")[1]
+    found = q < alpha
+    ok = found & (np.sign(rep.beta) == np.sign(disc.beta)) & (rep.p < 0.05)
+    replicated = pd.array(np.where(found, ok, False), dtype="boolean")
+    replicated[~found] = pd.NA
+    return pd.DataFrame({"beta_discovery": disc.beta, "p_discovery": disc.p, "beta_replication": rep.beta,
+                         "p_replication": rep.p, "replicated": replicated}), ""
+
+
+def change_test(x: np.ndarray, F: np.ndarray, C: np.ndarray, clusters: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """β_raw − β_adj, its SE and p: did adjustment significantly move the estimate? (Clogg et al. 1995)
+
+    Cluster-robust form of the Clogg test (as Stata's ``suest``, Mize, Doan & Long 2019): with
+    a = x_c / x_cᵀx_c and b = x̃ / x̃ᵀx̃, the change is Σ_i (a_i − b_i) f_i, and its sandwich variance sums,
+    per participant, Σ_{i∈g} (a_i e_raw,i − b_i e_adj,i) over the two models' residuals, times G/(G−1);
+    t with G − 1 df. Without clusters every row is its own. Equal to the stacked-regression covariance
+    of statsmodels (tests).
+    """
+    x = np.asarray(x, float)
+    n, m = F.shape
+    xc = x - x.mean()
+    a = xc / (xc @ xc)
+    Q = confound_basis(C, n)
+    xt = x - Q @ (Q.T @ x)
+    b = xt / (xt @ xt)
+    codes = pd.factorize(pd.Series(clusters if clusters is not None else np.arange(n)))[0]
+    G = int(codes.max()) + 1
+    W = sparse.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(G, n))
+    change, se = np.empty(m), np.empty(m)
+    for lo in range(0, m, 512):
+        Fc = np.asarray(F[:, lo:lo + 512], float)
+        Fc = Fc - Fc.mean(axis=0)
+        beta_raw, beta_adj = a @ Fc, b @ Fc
+        Ft = Fc - Q @ (Q.T @ Fc)
+        score = a[:, None] * (Fc - np.outer(xc, beta_raw)) - b[:, None] * (Ft - np.outer(xt, beta_adj))
+        S = W @ score
+        se[lo:lo + 512] = np.sqrt(G / (G - 1) * np.einsum("gj,gj->j", S, S))
+        change[lo:lo + 512] = beta_raw - beta_adj
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = 2.0 * stats.t.sf(np.abs(change / se), G - 1)
+    return change, se, p
