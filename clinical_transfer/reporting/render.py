@@ -18,6 +18,15 @@ from clinical_transfer import guardrails
 from clinical_transfer.reporting import figures
 
 TOP_N = 5
+LADDER = (
+    "How to read the verdicts: `robust correlate` only when the adjusted association holds (q < alpha), "
+    "every estimated confound stratum has the same sign without significant heterogeneity (at least one split "
+    "variable with two strata), the matched estimate agrees, the feature does not track a nuisance variable "
+    "and the Freedman–Lane family-wise p is below alpha. A check that could not run gives `adjusted correlate, "
+    "robustness untested`; a check that failed gives `unstable across splits` or `tracks nuisance`. "
+    "`inconclusive after adjustment` means significant only before adjustment, with a change too uncertain to "
+    "call it confound-explained."
+)
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -26,8 +35,8 @@ def _table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        cells = [(str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.3g}") if isinstance(v, float)
-                 else str(v) for v in row]
+        cells = [("—" if v != v else str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.3g}")
+                 if isinstance(v, float) else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -39,8 +48,9 @@ def _verdicts(overlay: pd.DataFrame) -> pd.DataFrame:
 
 def _top(overlay: pd.DataFrame, verdict: str) -> pd.DataFrame:
     rows = overlay[overlay["verdict"] == verdict].sort_values(["segment_group", "p_adj"]).groupby("segment_group").head(TOP_N)
-    cols = ["segment_group", "feature", "feature_label", "beta_raw", "beta_adj", "attenuation", "q_adj", "auroc",
-            "auroc_low", "auroc_high", "n_strata", "n_strata_same_sign", "q_matched", "nuisance_flag"]
+    cols = ["segment_group", "feature", "feature_label", "beta_raw", "beta_adj", "attenuation", "q_adj", "q_run",
+            "auroc", "auroc_low", "auroc_high", "auroc_adj", "n_strata", "n_strata_same_sign", "matched_agreement",
+            "p_fwe", "replicated", "nuisance_flag", "note"]
     return rows[[c for c in cols if c in rows.columns]]
 
 
@@ -160,20 +170,31 @@ def render_markdown(run, out: str | Path) -> Path:
         if label in run.missing_as:
             parts += [f"Blank answers of `{label}` were analysed as `{run.missing_as[label]}` (not reported), "
                       "not as unknown.", ""]
+        design = run.design(label)
+        if not design.empty:
+            parts += ["Design per segment group (participants are the unit; rare confound levels are coarsened "
+                      "before fitting; a family too thin to test is `not estimable`):", "", _table(design)]
         parts += ["Verdicts per segment group (features):", "", _table(_verdicts(target)),
-                  "Robust correlates (adjusted q < alpha, stable across confound splits, found again on the exactly "
-                  "matched subset; top 5 per group):", "",
-                  _table(_top(target, "robust correlate")),
-                  "Confound-explained (significant unadjusted, not after adjustment; top 5 per group):", "",
-                  _table(_top(target, "confound-explained"))]
+                  LADDER, "",
+                  "Robust correlates (top 5 per group):", "", _table(_top(target, "robust correlate")),
+                  "Adjusted correlates whose robustness could not be tested (top 5 per group; `note` says which "
+                  "check could not run):", "", _table(_top(target, "adjusted correlate, robustness untested")),
+                  "Confound-explained (significant unadjusted; adjustment significantly removed at least half; "
+                  "top 5 per group):", "", _table(_top(target, "confound-explained"))]
         parts += _figures(run, label, target, Path(out))
         null = run.permutation_null(label)
         if not null.empty:
-            parts += ["Stratified permutation null:", "", _table(null)]
-        note = target.loc[target["verdict"] == "suppressed", "note"]
-        if len(note):
-            parts += [f"Suppressed groups: {', '.join(sorted(set(target.loc[note.index, 'segment_group'])))} — "
-                      f"{note.iloc[0]}", ""]
+            parts += ["Freedman–Lane permutation null (whole participants; BH discoveries under the null and the "
+                      "95% max-T threshold):", "", _table(null)]
+        rep = run.replication(label)
+        if not rep.empty:
+            parts += ["Replication split (participants halved by a seeded hash; a discovery in one half "
+                      "replicates when the other half has the same sign and p < 0.05):", "", _table(rep)]
+        for verdict in ("suppressed", "not estimable"):
+            note = target.loc[target["verdict"] == verdict, "note"]
+            if len(note):
+                parts += [f"{verdict.capitalize()} groups: "
+                          f"{', '.join(sorted(set(target.loc[note.index, 'segment_group'])))} — {note.iloc[0]}", ""]
     parts += ["## Limitations", "",
               "These are statistical correlates in one public corpus: self-reported labels, recruitment and "
               "collection-wave confounds, prompted-task artifacts, frozen research models. Cells with fewer than "

@@ -86,10 +86,13 @@ class AnalysisConfig:
     confounds: list[str] = field(default_factory=lambda: ["age", "sex", "wave"])
     aggregation: str = "mean"
     """mean | frac_active | max: the per-recording score tested."""
-    permutations: int = 50
+    permutations: int = 1000
+    """Freedman–Lane permutations per family (max-T family-wise p); 0 leaves robustness untested."""
     alpha: float = 0.05
     strata: list[str] = field(default_factory=lambda: list(DEFAULT_STRATA))
     """Split variables of the robustness checks (the corpus's default config adds its own)."""
+    min_stratum: int = 20
+    """Participants a side for a confound stratum to be estimated (never below [guardrails] min_cell)."""
     segment_groups: list[str] = field(default_factory=lambda: list(ANALYSED_GROUPS))
     """Groups analysed (each apart; never pooled)."""
     feature_labels: str = ""
@@ -179,6 +182,9 @@ def validate(cfg: RunConfig, where: str = "the config") -> RunConfig:
         raise ClinicalTransferError(f"[analysis] alpha in {where} is {a.alpha!r}", "give an FDR level in (0, 0.5], e.g. 0.05")
     if a.permutations < 0:
         raise ClinicalTransferError(f"[analysis] permutations in {where} is {a.permutations}", "give 0 (none) or more")
+    if a.min_stratum < cfg.guardrails.min_cell:
+        raise ClinicalTransferError(f"[analysis] min_stratum in {where} is {a.min_stratum}, below min_cell "
+                                    f"{cfg.guardrails.min_cell}", f"use {cfg.guardrails.min_cell} or more")
     if cfg.guardrails.min_cell < DEFAULT_MIN_CELL:
         raise ClinicalTransferError(f"[guardrails] min_cell in {where} is {cfg.guardrails.min_cell}",
                                     f"use {DEFAULT_MIN_CELL} or more: smaller cells would be published")

@@ -24,6 +24,7 @@ from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunRes
 from clinical_transfer.scoring import score_recordings
 from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
 from clinical_transfer.stats.controls import NUISANCE  # the columns the negative controls read
+from clinical_transfer.stats.overlay import add_run_q
 from clinical_transfer.store import ScoreStore
 
 #: Columns the positive controls and split variables may read beside the configured labels/confounds.
@@ -131,12 +132,17 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     )
     for i, lab in enumerate(a.labels):
         ocfg = OverlayConfig(confounds=list(a.confounds), strata=list(a.strata), permutations=a.permutations,
+                             min_stratum=a.min_stratum,
                              seed=cfg.seed, alpha=a.alpha, min_cell=cfg.guardrails.min_cell, strict=False,
                              positive_controls=["age", "sex"] if i == 0 else [])
         res = overlay(features, meta, LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)), config=ocfg)
         if atlas is not None:
             res.overlay = _join_atlas(res.overlay, atlas, cfg.dataset.name)
         result.overlays[lab.column] = res
+    if len(result.overlays) > 1:  # q_run over every target family of the run, all labels together
+        labels = list(result.overlays)
+        for lab_col, table in zip(labels, add_run_q(*(result.overlays[c].overlay for c in labels))):
+            result.overlays[lab_col].overlay = table
     result.manifest = {
         "resolved_config": cfg.public_dict(), "config_sha256": cfg.digest(), "config_source": result.config_source,
         "inputs": input_hashes(inv.recordings, models.encoder.id(), models.sae_digest),

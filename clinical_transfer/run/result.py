@@ -15,7 +15,10 @@ import pandas as pd
 from clinical_transfer import guardrails
 from clinical_transfer.stats import OverlayResult
 
-NULL_COLUMNS = ("segment_group", "null_discovery_rate", "null_any_discovery_rate", "maxt_threshold_95")
+NULL_COLUMNS = ("segment_group", "n_permutations", "null_discovery_rate", "null_any_discovery_rate",
+                "maxt_threshold_95")
+DESIGN_COLUMNS = ("segment_group", "n_participants", "n_params", "df_resid", "n_zero_score", "coarsened", "reason")
+REPLICATION_COLUMNS = ("segment_group", "n_discovered", "n_replicated", "replication_rate", "reason")
 
 
 @dataclass
@@ -61,12 +64,26 @@ class RunResult:
         return table[table["role"] == "target"]
 
     def permutation_null(self, label: str) -> pd.DataFrame:
-        """The label's permutation-null summary per segment group (empty when none ran)."""
+        """The label's Freedman–Lane null summary per segment group (empty when none ran)."""
+        return self._controls(label, "permutation_null", NULL_COLUMNS)
+
+    def _controls(self, label: str, kind: str, columns: tuple[str, ...]) -> pd.DataFrame:
         ctl = self.overlays[label].controls
         if "kind" not in ctl:
             return pd.DataFrame()
-        null = ctl[ctl["kind"] == "permutation_null"]
-        return null[[c for c in NULL_COLUMNS if c in null.columns]]
+        rows = ctl[ctl["kind"] == kind]
+        if "role" in rows.columns:
+            rows = rows[rows["role"] == "target"]
+        return rows[[c for c in columns if c in rows.columns]].reset_index(drop=True)
+
+    def design(self, label: str) -> pd.DataFrame:
+        """The label's design diagnostics per segment group (participants, parameters, residual df,
+        structurally-zero scores, coarsened confounds, why a family was not estimable)."""
+        return self._controls(label, "design", DESIGN_COLUMNS)
+
+    def replication(self, label: str) -> pd.DataFrame:
+        """The label's replication split per segment group (discoveries in one half replicated in the other)."""
+        return self._controls(label, "replication", REPLICATION_COLUMNS)
 
     def positive_controls(self) -> pd.DataFrame:
         """Age/sex positive-control summaries of every label's overlay."""
@@ -84,8 +101,13 @@ class RunResult:
         for label in self.overlays:
             counts = self.target(label).groupby("segment_group")["verdict"].agg(
                 lambda v: ", ".join(f"{k} {n}" for k, n in v.value_counts().items()))
+            rep = self.replication(label).set_index("segment_group") if not self.replication(label).empty else None
             lines.append(f"{label}:")
-            lines += [f"  {group:16s} {text}" for group, text in counts.items()]
+            for group, text in counts.items():
+                if rep is not None and group in rep.index and rep.get("n_discovered", {}).get(group, 0) > 0:
+                    text += (f"; replicated {int(rep.at[group, 'n_replicated'])} of "
+                             f"{int(rep.at[group, 'n_discovered'])} half-sample discoveries")
+                lines.append(f"  {group:16s} {text}")
         return "\n".join(lines)
 
     def write(self, out: str | Path) -> list[Path]:
