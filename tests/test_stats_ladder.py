@@ -415,3 +415,13 @@ def test_nuisance_controls_equal_statsmodels_and_flag_a_loudness_tracker():
                                               cov_kwds={"groups": meta.loc[vowel, "participant_id"].factorize()[0]})
         assert ctl.loc[f, "p"] == pytest.approx(r.pvalues[1], rel=1e-8)
         assert ctl.loc[f, "r"] == pytest.approx(np.corrcoef(v, y)[0, 1], rel=1e-8)
+
+
+def test_verdicts_do_not_flip_with_the_seed():
+    """The matched check once decided robust vs unstable by which participants one seeded draw kept."""
+    features, meta = clustered_table(n_participants=400, m=40, seed=1, effect={0: 0.9, 1: 0.6})
+    runs = [overlay(features, meta, "st", ["sex", "age", "wave"], permutations=200, positive_controls=[], seed=s)
+            for s in (0, 1, 2)]
+    verdict_sets = [target(r).set_index(["segment_group", "feature"])["verdict"] for r in runs]
+    for v in verdict_sets[1:]:
+        assert v.equals(verdict_sets[0])
