@@ -39,15 +39,18 @@ def heldout_participants(participants: pd.Series, fraction: float, seed: int) ->
 def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout_fraction: float = 0.2,
                      seed: int = 0, shard_tokens: int = 250_000, dtype: str = "float16", batch: int = 16,
                      progress: bool = True,
-                     reader: Callable[[Iterable[str]], Iterator[SourceBytes]] = read_files) -> Path:
+                     reader: Callable[[Iterable[str]], Iterator[SourceBytes]] = read_files,
+                     heldout: set[str] | None = None) -> Path:
     """Run ``encoder`` over the ``ok`` recordings and write a dump (see module docstring).
 
-    ``reader`` turns source locators into bytes (the corpus adapter's ``read_sources``).
+    ``reader`` turns source locators into bytes (the corpus adapter's ``read_sources``). ``heldout``: the
+    participant ids of the held-out split when the caller has chosen them (else a seeded
+    ``heldout_fraction`` of the participants).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ok = recordings[recordings["status"] == "ok"].sort_values("recording_id", kind="stable")
-    held = heldout_participants(ok["participant_id"], heldout_fraction, seed)
+    held = heldout if heldout is not None else heldout_participants(ok["participant_id"], heldout_fraction, seed)
     split_of = {r: ("heldout" if p in held else "train") for r, p in zip(ok["source"], ok["participant_id"].astype(str))}
     buffers: dict[str, list[np.ndarray]] = {"train": [], "heldout": []}
     shards: list[dict] = []

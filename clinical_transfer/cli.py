@@ -281,7 +281,11 @@ def build_run_overlay_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--out", default="runs/overlay", help="output folder (default runs/overlay)")
     _add_encoder_args(p, defaults=False)
-    p.add_argument("--sae", default=None, help="SAE checkpoint (default: the embedded default SAE, GE2E layer 3)")
+    p.add_argument("--sae", default=None, help="SAE checkpoint, or 'fit' for a label-blind SAE fit to the corpus "
+                   "(default: fit for a real corpus, the embedded SAE for --demo)")
+    p.add_argument("--sae-seeds", type=int, default=None, help="corpus-fit SAEs with different seeds (stability; default 3)")
+    p.add_argument("--sae-fit-on", choices=("split", "all"), default=None,
+                   help="split: leave the dictionary participants out of the overlay (default); all: fit on everyone")
     p.add_argument("--inventory-only", action="store_true", help="stop after the inventory")
     return p
 
@@ -296,7 +300,8 @@ def run_overlay_main(argv: list[str] | None = None) -> int:
         _print_inventory(run.inventory(opts, out, progress=not args.quiet), out)
         return 0
     result = run.overlay_run(opts, out, progress=not args.quiet, demo=args.demo,
-                             encoder={"name": args.encoder, "model": args.model, "layer": args.layer, "sae": args.sae})
+                             encoder={"name": args.encoder, "model": args.model, "layer": args.layer, "sae": args.sae},
+                             sae_fit={"seeds": args.sae_seeds, "fit_on": args.sae_fit_on})
     _say(BANNER, result.summary(), f"report: {out / 'REPORT.md'} and {out / 'report.html'}; overlay tables under "
          f"{out / 'overlays'}", f"check it with: clinical-transfer audit {out}")
     return 0

@@ -43,3 +43,13 @@ def demo_small_recordings(demo_small):
     from dataset_adapters import get_adapter
 
     return get_adapter("coswara", demo_small).recordings(progress=False)
+
+
+def run_demo(root: Path, config_text: str, out_name: str = "run") -> Path:
+    """Write ``config_text`` under ``root`` and run ``run-overlay --demo`` with it; returns the output folder."""
+    from clinical_transfer.cli import run_overlay_main
+
+    (root / "config.toml").write_text(config_text)
+    out = root / out_name
+    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out)]) == 0
+    return out

@@ -10,8 +10,8 @@ import json
 import pandas as pd
 import pytest
 
-from clinical_transfer.cli import run_overlay_main
 from clinical_transfer.guardrails import BANNER
+from tests.conftest import run_demo
 
 CONFIG = """
 [guardrails]
@@ -42,11 +42,7 @@ negative = ["healthy"]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    (root / "demo.toml").write_text(CONFIG)
-    out = root / "run"
-    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "demo.toml"), "--out", str(out)]) == 0
-    return out
+    return run_demo(tmp_path_factory.mktemp("e2e"), CONFIG)
 
 
 def robust(out, label):

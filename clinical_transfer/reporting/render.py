@@ -50,7 +50,7 @@ def _top(overlay: pd.DataFrame, verdict: str) -> pd.DataFrame:
     rows = overlay[overlay["verdict"] == verdict].sort_values(["segment_group", "p_adj"]).groupby("segment_group").head(TOP_N)
     cols = ["segment_group", "feature", "feature_label", "beta_raw", "beta_adj", "attenuation", "q_adj", "q_run",
             "auroc", "auroc_low", "auroc_high", "auroc_adj", "n_strata", "n_strata_same_sign", "matched_agreement",
-            "p_fwe", "replicated", "nuisance_flag", "note"]
+            "p_fwe", "replicated", "stability", "nuisance_flag", "note"]
     return rows[[c for c in cols if c in rows.columns]]
 
 
@@ -127,6 +127,46 @@ def render_html(markdown: str, out: Path) -> Path:
     return path
 
 
+def _stable_line(target: pd.DataFrame) -> list[str]:
+    if "stability" not in target.columns:
+        return []
+    robust = target[target["verdict"] == "robust correlate"]
+    parts = [f"{g}: {int((r['stability'] >= 0.8).sum())} of {len(r)}" for g, r in robust.groupby("segment_group")]
+    return [f"Robust correlates on seed-stable features (stability >= 0.8): {'; '.join(parts) or 'none'}.", ""]
+
+
+def _split_lines(fit: dict) -> list[str]:
+    if fit["heldout_unit"] == "recording":
+        return [f"- one participant only, so recordings are held out instead of people: {fit['n_dictionary']} "
+                f"recordings trained the SAE, {fit['n_quality']} measured its quality (the same person's other "
+                "recordings: an optimistic test)"]
+    left_out = "left out of every overlay" if fit["fit_on"] == "split" else "also analysed (fit on all)"
+    return [f"- participants split by a seeded hash: dictionary {fit['n_dictionary']} ({left_out}), quality "
+            f"held-out {fit['n_quality']} (never trained on), analysed {fit['n_analysed']}"]
+
+
+def _sae_section(run) -> list[str]:
+    """The corpus-fit SAE's identity, split sizes and held-out quality (none for a given SAE)."""
+    fit = getattr(run, "sae_fit", None) or {}
+    if not fit:
+        return []
+    h = fit["heldout"]
+    lines = ["", "### The SAE (fit to this corpus, label-blind)",
+             f"- {run.models.sae}",
+             *_split_lines(fit),
+             f"- held-out quality ({fit['heldout_tokens']} frames of held-out {fit['heldout_unit']}s): FVE {h['fve']:.3f}, "
+             f"normalised L2 {h['normalized_l2']:.3f}, L0 {h['l0']:.1f}, dead fraction {h['dead_fraction']:.3f}"]
+    if "embedded_default_heldout" in fit:
+        e = fit["embedded_default_heldout"]
+        lines.append(f"- the embedded demo SAE on the same held-out frames: FVE {e['fve']:.3f}, normalised L2 "
+                     f"{e['normalized_l2']:.3f}, dead fraction {e['dead_fraction']:.3f}")
+    if "stability" in fit:
+        st = fit["stability"]
+        lines.append(f"- seed stability over {fit['seeds']} seeds: {st['n_stable']} of {st['n_features']} features "
+                     f"stable (matched decoder cosine >= {st['stable_threshold']}), median {st['median']:.2f}")
+    return lines + [""]
+
+
 def render_markdown(run, out: str | Path) -> Path:
     """Write ``REPORT.md`` (and ``report.html``) for a run.
 
@@ -151,6 +191,7 @@ def render_markdown(run, out: str | Path) -> Path:
         f"- SAE: {m.sae}; score tested per recording: {run.aggregation}",
         f"- confounds adjusted: {', '.join(run.confounds)}; split variables: {', '.join(run.strata)}",
         "",
+        *_sae_section(run),
         "Exclusions by reason (recordings):",
         "",
         _table(inv.excluded),
@@ -177,6 +218,7 @@ def render_markdown(run, out: str | Path) -> Path:
         parts += ["Verdicts per segment group (features):", "", _table(_verdicts(target)),
                   LADDER, "",
                   "Robust correlates (top 5 per group):", "", _table(_top(target, "robust correlate")),
+                  *_stable_line(target),
                   "Adjusted correlates whose robustness could not be tested (top 5 per group; `note` says which "
                   "check could not run):", "", _table(_top(target, "adjusted correlate, robustness untested")),
                   "Confound-explained (significant unadjusted; adjustment significantly removed at least half; "

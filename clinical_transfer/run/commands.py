@@ -121,16 +121,17 @@ def inventory(opts: DataOptions, out: Path, progress: bool) -> InventoryResult:
 
 
 def overlay_run(opts: DataOptions, out: Path, progress: bool, demo: bool = False,
-                encoder: dict | None = None):
+                encoder: dict | None = None, sae_fit: dict | None = None):
     """``run-overlay``: resolve the config (and demo corpus), apply encoder overrides, run the job."""
     from clinical_transfer.run.overlay import demo_spec, run_overlay  # start-up time: stats, plots, torch
 
     if demo:
         prepare_demo(opts, out, progress)
     cfg, source = resolve_config(opts)
-    for key, value in (encoder or {}).items():
-        if value is not None:
-            setattr(cfg.encoder, key, value)
+    for section, overrides in ((cfg.encoder, encoder), (cfg.sae_fit, sae_fit)):
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                setattr(section, key, value)
     return run_overlay(cfg, out, progress=progress, demo=demo_spec(cfg) if demo else None, config_source=source,
                        corpus_note="synthetic demo corpus, effects planted on purpose" if demo else "public corpus")
 

@@ -76,7 +76,8 @@ class EncoderConfig:
     """Local model folder for gemma / hf-encoder."""
     layer: int = 3
     sae: str = ""
-    """SAE checkpoint; empty = the embedded default SAE (GE2E layer 3 only)."""
+    """SAE checkpoint; "fit" = a label-blind SAE fit to the corpus ([sae_fit]; run/fit_sae.py); empty = "fit"
+    for a real corpus and the embedded default SAE for the demo."""
     device: str = "auto"
 
 
@@ -101,6 +102,24 @@ class AnalysisConfig:
 
 
 @dataclass
+class SAEFitConfig:
+    """How a corpus-fit SAE is made (``[sae_fit]``; see :mod:`clinical_transfer.run.fit_sae`)."""
+
+    fraction: float = 0.25
+    """Share of participants in the dictionary split."""
+    quality_fraction: float = 0.15
+    """Share of participants whose held-out states measure the SAE's quality (never trained on)."""
+    fit_on: str = "split"
+    """split: the overlay leaves the dictionary split out; all: train on everyone but the quality split."""
+    expansion: int = 8
+    k: int = 32
+    steps: int = 600
+    batch_size: int = 4096
+    seeds: int = 3
+    """SAEs trained with different seeds (feature stability across them); 1 = no stability."""
+
+
+@dataclass
 class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -108,6 +127,7 @@ class RunConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     """The synthetic demo corpus of ``run-overlay --demo`` (one spec: :class:`dataset_adapters.demo.DemoConfig`)."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    sae_fit: SAEFitConfig = field(default_factory=SAEFitConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     seed: int = 0
     """Seed of every random step (permutations, matching order ties)."""
@@ -182,6 +202,13 @@ def validate(cfg: RunConfig, where: str = "the config") -> RunConfig:
         raise ClinicalTransferError(f"[analysis] alpha in {where} is {a.alpha!r}", "give an FDR level in (0, 0.5], e.g. 0.05")
     if a.permutations < 0:
         raise ClinicalTransferError(f"[analysis] permutations in {where} is {a.permutations}", "give 0 (none) or more")
+    f = cfg.sae_fit
+    _one_of(f.fit_on, ("split", "all"), "[sae_fit] fit_on", where)
+    if not (0.0 < f.fraction and 0.0 < f.quality_fraction and f.fraction + f.quality_fraction < 1.0) or min(
+            f.seeds, f.steps, f.k, f.expansion, f.batch_size) < 1:
+        raise ClinicalTransferError(f"[sae_fit] values in {where} are out of range",
+                                    "fraction, quality_fraction > 0 with a sum below 1; seeds, steps, k, expansion, "
+                                    "batch_size >= 1")
     if a.min_stratum < cfg.guardrails.min_cell:
         raise ClinicalTransferError(f"[analysis] min_stratum in {where} is {a.min_stratum}, below min_cell "
                                     f"{cfg.guardrails.min_cell}", f"use {cfg.guardrails.min_cell} or more")

@@ -53,6 +53,6 @@ def resolve_models(encoder: str, layer: int, model: str | None = None, sae: str 
         model_sae, name = default_sae.load_default_sae(), default_sae.DESCRIPTION
     else:
         raise ClinicalTransferError(f"no SAE configured for this encoder/layer ({encoder} layer {layer})",
-                                    "pass --sae PATH (or [encoder] sae = PATH; the embedded default SAE reads "
-                                    "GE2E layer 3 only)")
+                                    "pass --sae PATH or --sae fit (a label-blind SAE fit to the corpus); the embedded default SAE reads "
+                                    "GE2E layer 3 only")
     return Models(enc, model_sae, name, sae_hash(model_sae))

@@ -7,7 +7,7 @@ pseudonymises once, and hands every table to the guardrail writers.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,11 @@ from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.hashing import sha256_text
 from clinical_transfer.reporting.render import render_markdown
 from clinical_transfer.run.config import RunConfig
+from clinical_transfer.run.fit_sae import fit_corpus_sae
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
 from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunResult
-from clinical_transfer.scoring import score_recordings
+from clinical_transfer.scoring import sae_hash, score_recordings
 from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
 from clinical_transfer.stats.controls import NUISANCE  # the columns the negative controls read
 from clinical_transfer.stats.overlay import add_run_q
@@ -75,6 +76,13 @@ def _join_atlas(overlay: pd.DataFrame, atlas: pd.DataFrame, dataset: str) -> pd.
     return pd.concat(parts, ignore_index=True)
 
 
+def join_stability(overlay: pd.DataFrame, stability: np.ndarray) -> pd.DataFrame:
+    """``stability`` (seed stability of the feature's decoder direction, [0, 1]) beside each row; feature
+    ids are ``feature_NNNNN``, the SAE's feature index."""
+    index = overlay["feature"].str.extract(r"(\d+)$")[0].astype(int).to_numpy()
+    return overlay.assign(stability=np.round(stability[index], 6))
+
+
 def input_hashes(recordings: pd.DataFrame, encoder_id: str, sae_digest: str) -> dict:
     """What a run read: every audio file's SHA-256 (in recording order), the encoder and the SAE."""
     ok = recordings.sort_values("recording_id", kind="stable")
@@ -105,15 +113,24 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     if not a.labels:
         raise ClinicalTransferError("the config names no labels to analyse", "add [[analysis.labels]] column = ... entries")
     e = cfg.encoder
-    models = resolve_models(e.name, e.layer, e.model, e.sae, e.device)  # first: a bad SAE fails before any audio
+    fit = e.sae == "fit" or (not e.sae and demo is None)  # a real corpus gets a dictionary fit to it
+    # first: a bad SAE fails before any audio is read
+    models = resolve_models(e.name, e.layer, e.model, None if fit else e.sae, e.device, need_sae=not fit)
     inv = run_inventory(cfg, out, progress=progress)
     _check_columns(cfg, inv.recordings)
+    recordings, fitted = inv.recordings, None
+    if fit:
+        fitted = fit_corpus_sae(inv.recordings, models.encoder, inv.adapter.read_sources, out.parent / ".sae_cache",
+                                cfg.sae_fit, cfg.seed, progress)
+        models = replace(models, sae=fitted.sae, sae_name=fitted.name, sae_digest=sae_hash(fitted.sae))
+        # the dictionary split trained the SAE: its people are not analysed (unless fit_on = all)
+        recordings = recordings[~recordings["participant_id"].astype(str).isin(fitted.dictionary)]
     private = out.with_name(out.name + "_private")  # per-recording scores never go into the output folder
-    scored = score_recordings(inv.recordings, models.encoder, models.sae, private / "scores",
+    scored = score_recordings(recordings, models.encoder, models.sae, private / "scores",
                               out.parent / ".score_cache", cfg.guardrails.salt, progress=progress,
                               reader=inv.adapter.read_sources, sae_digest=models.sae_digest)
     features = feature_table(ScoreStore(private / "scores"), a.aggregation)
-    meta = analysis_meta(inv.recordings, cfg.guardrails.salt,
+    meta = analysis_meta(recordings, cfg.guardrails.salt,
                          [lab.column for lab in a.labels] + a.confounds + _CONTROL_COLUMNS + a.strata)
     meta = meta[meta["segment_group"].isin(a.segment_groups)].reset_index(drop=True)
     for lab in a.labels:
@@ -129,6 +146,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
                              models.sae_name),
         aggregation=a.aggregation, confounds=list(a.confounds), strata=list(a.strata),
         min_cell=cfg.guardrails.min_cell, missing_as={lab.column: lab.missing_as for lab in a.labels if lab.missing_as},
+        sae_fit=fitted.report if fitted is not None else {},
     )
     for i, lab in enumerate(a.labels):
         ocfg = OverlayConfig(confounds=list(a.confounds), strata=list(a.strata), permutations=a.permutations,
@@ -138,6 +156,8 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         res = overlay(features, meta, LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)), config=ocfg)
         if atlas is not None:
             res.overlay = _join_atlas(res.overlay, atlas, cfg.dataset.name)
+        if fitted is not None and fitted.stability is not None:
+            res.overlay = join_stability(res.overlay, fitted.stability)
         result.overlays[lab.column] = res
     if len(result.overlays) > 1:  # q_run over every target family of the run, all labels together
         labels = list(result.overlays)
@@ -147,6 +167,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         "resolved_config": cfg.public_dict(), "config_sha256": cfg.digest(), "config_source": result.config_source,
         "inputs": input_hashes(inv.recordings, models.encoder.id(), models.sae_digest),
         "demo": demo, "scoring": scored.text(), "n_features_tested": features.shape[1] - 1,
+        "sae_fit": result.sae_fit,
     }
     result.write(out)
     render_markdown(result, out)

@@ -56,6 +56,8 @@ class RunResult:
     overlays: dict[str, OverlayResult] = field(default_factory=dict)
     """Per label column, its overlay result (target rows and positive controls)."""
     missing_as: dict[str, str] = field(default_factory=dict)
+    sae_fit: dict = field(default_factory=dict)
+    """A corpus-fit SAE's split sizes, held-out quality and seed stability (empty for a given SAE)."""
     manifest: dict = field(default_factory=dict)
 
     def target(self, label: str) -> pd.DataFrame:
