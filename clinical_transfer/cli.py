@@ -137,7 +137,8 @@ def _cmd_build_default_sae(a):
 
 # -- parsers ----------------------------------------------------------------------------------------
 def _add_encoder_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
-    p.add_argument("--encoder", default="ge2e" if defaults else None, choices=encoder_names(),
+    # extract/activations need frame states; run-overlay also takes descriptor sets (egemaps)
+    p.add_argument("--encoder", default="ge2e" if defaults else None, choices=encoder_names(descriptors=not defaults),
                    help="frozen encoder (registry: clinical_transfer.encoders.registry)")
     p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
     p.add_argument("--layer", type=int, default=3 if defaults else None,
@@ -286,6 +287,8 @@ def build_run_overlay_parser() -> argparse.ArgumentParser:
     p.add_argument("--sae-seeds", type=int, default=None, help="corpus-fit SAEs with different seeds (stability; default 3)")
     p.add_argument("--sae-fit-on", choices=("split", "all"), default=None,
                    help="split: leave the dictionary participants out of the overlay (default); all: fit on everyone")
+    p.add_argument("--adjust-acoustic", type=int, default=None, metavar="K",
+                   help="run every overlay again with the top-K eGeMAPS components as confounds (reported side by side)")
     p.add_argument("--inventory-only", action="store_true", help="stop after the inventory")
     return p
 
@@ -301,7 +304,8 @@ def run_overlay_main(argv: list[str] | None = None) -> int:
         return 0
     result = run.overlay_run(opts, out, progress=not args.quiet, demo=args.demo,
                              encoder={"name": args.encoder, "model": args.model, "layer": args.layer, "sae": args.sae},
-                             sae_fit={"seeds": args.sae_seeds, "fit_on": args.sae_fit_on})
+                             sae_fit={"seeds": args.sae_seeds, "fit_on": args.sae_fit_on},
+                             analysis={"adjust_acoustic": args.adjust_acoustic})
     _say(BANNER, result.summary(), f"report: {out / 'REPORT.md'} and {out / 'report.html'}; overlay tables under "
          f"{out / 'overlays'}", f"check it with: clinical-transfer audit {out}")
     return 0

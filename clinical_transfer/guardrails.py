@@ -129,6 +129,11 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
             text = f.read_text(errors="replace")
             if BANNER not in text:
                 problems.append(f"{rel}: the non-diagnostic label is missing")
+            if f.suffix == ".json":
+                try:
+                    problems += _json_problems(json.loads(text), rel, min_cell)
+                except json.JSONDecodeError:
+                    problems.append(f"{rel}: not valid JSON")
         elif f.suffix == ".parquet":
             meta = pq.read_schema(f).metadata or {}
             if meta.get(BANNER_KEY.encode()) != BANNER.encode():
@@ -146,6 +151,37 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
         if hit:
             problems.append(f"{rel}: contains a raw corpus id ({hit[:4]}...)")
     return problems
+
+
+#: Keys that would carry a person's audio (or a picture of it) inside a JSON output.
+AUDIO_KEYS = ("waveform", "audio", "samples", "spectrogram", "mel", "pcm")
+
+
+def _json_problems(obj, rel: Path, min_cell: int) -> list[str]:
+    """Small cells, diagnosis-like feature labels and audio-like payloads anywhere in a JSON output
+    (evidence packets, manifests): every dict is checked, at any depth."""
+    out: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            n = node.get("n_participants")
+            if isinstance(n, (int, float)) and not isinstance(n, bool) and n < min_cell and not node.get("suppressed"):
+                out.append(f"{rel}: a cell reports n_participants {n} < {min_cell} without suppression")
+            label = node.get("feature_label")
+            if isinstance(label, str) and DIAGNOSTIC_TERMS.search(label):
+                out.append(f"{rel}: feature label reads like a diagnosis ({label!r})")
+            bad = [k for k, v in node.items() if str(k).lower() in AUDIO_KEYS and isinstance(v, (list, str))
+                   and len(v) > 64]  # a payload (samples, pixels, base64), not a config section or a hash
+            if bad:
+                out.append(f"{rel}: audio-like field {bad[0]!r} (no audio or spectrogram of a recording may be written)")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(obj)
+    return out
 
 
 def _table_problems(df: pd.DataFrame, rel: Path, min_cell: int) -> list[str]:

@@ -68,10 +68,11 @@ def heatmap(table: pd.DataFrame, label: str, path: Path, top: int = 12) -> Path 
     feats = live.groupby("feature")["q_adj"].min().nsmallest(top).index.tolist()
     groups = [g for g in GROUPS if g in set(live["segment_group"])]
     grid = live.pivot_table(index="segment_group", columns="feature", values="t_adj").reindex(index=groups, columns=feats)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(feats), 1.2 + 0.5 * len(groups)))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(feats), 2.4 + 0.5 * len(groups)))
     lim = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
     im = ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(len(feats)), [f.replace("feature_", "f") for f in feats], rotation=60, fontsize=7)
+    short = [f.replace("feature_", "f").replace("egemaps_", "")[:24] for f in feats]  # eGeMAPS names are long
+    ax.set_xticks(range(len(feats)), short, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(groups)), [g.replace("_", " ") for g in groups], fontsize=8)
     fig.colorbar(im, ax=ax, label="adjusted t", shrink=0.8)
     ax.set_title(f"{label}: strongest features by segment group", fontsize=10)
@@ -102,4 +103,17 @@ def forest(splits: pd.DataFrame, overall: pd.Series, label: str, group: str, fea
     ax.set_xlabel("adjusted effect (β, ±1.96 SE)", fontsize=8)
     ax.set_title(f"{label} / {group.replace('_', ' ')} / {feature}: stability across confound splits", fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return save_figure(fig, path)
+
+
+def stability_histogram(stability: np.ndarray, path: Path, stable: float = 0.8) -> Path:
+    """Histogram of the SAE features' seed stability, with the stable threshold marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.hist(np.asarray(stability, float), bins=np.linspace(0, 1, 41), color="#7f8c8d")
+    ax.axvline(stable, color="#c0392b", lw=1)
+    ax.set_xlabel("seed stability (matched decoder cosine)")
+    ax.set_ylabel("SAE features")
+    ax.set_title(f"{int((np.asarray(stability) >= stable).sum())} of {len(stability)} features stable (>= {stable})",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return save_figure(fig, path)

@@ -127,6 +127,25 @@ def render_html(markdown: str, out: Path) -> Path:
     return path
 
 
+def _acoustic_section(run) -> list[str]:
+    """Verdict counts of each label with and without the eGeMAPS components as confounds."""
+    pairs = [(k.split("+acoustic")[0], k) for k in run.overlays if "+acoustic" in k]
+    if not pairs:
+        return []
+    rows = []
+    for plain, adjusted in pairs:
+        for name, key in (("confounds", plain), ("confounds + acoustic components", adjusted)):
+            counts = run.target(key).groupby("segment_group")["verdict"].value_counts().unstack(fill_value=0)
+            for group, c in counts.iterrows():
+                rows.append({"label": plain, "segment_group": group, "adjusted for": name,
+                             "robust correlate": int(c.get("robust correlate", 0)),
+                             "adjusted correlates (any rung)": int(sum(v for k, v in c.items() if "correlate" in k))})
+    return ["## SAE correlates beyond plain acoustics",
+            "Each label's overlay is run twice: with the configured confounds, and with the top principal "
+            "components of the eGeMAPS descriptors (fit per segment group) added. A feature that stays a correlate "
+            "in the second carries something plain acoustics does not.", "", _table(pd.DataFrame(rows))]
+
+
 def _stable_line(target: pd.DataFrame) -> list[str]:
     if "stability" not in target.columns:
         return []
@@ -204,6 +223,12 @@ def render_markdown(run, out: str | Path) -> Path:
     ]
     pc = run.positive_controls()
     parts.append(_table(pc) if not pc.empty else "_positive controls not available in this corpus_\n")
+    stability = getattr(run, "stability", None)
+    if stability is not None:
+        fig = figures.stability_histogram(stability, Path(out) / "figures" / "sae_stability.png")
+        parts += ["## Seed stability of the SAE's features", "",
+                  f"![seed stability of the SAE's features](figures/{fig.name})", ""]
+    parts += _acoustic_section(run)
     for label in run.overlays:
         target = run.target(label)
         contrast = target["contrast"].iloc[0] if len(target) else ""
@@ -228,6 +253,12 @@ def render_markdown(run, out: str | Path) -> Path:
         if not null.empty:
             parts += ["Freedman–Lane permutation null (whole participants; BH discoveries under the null and the "
                       "95% max-T threshold):", "", _table(null)]
+        packets = getattr(run, "evidence", {}).get(label)
+        if packets is not None and not packets.empty:
+            parts += [f"Evidence packets (`evidence/{label}/<group>/<feature>.json`: activation density, "
+                      "participant-level activation by label x sex x age band with small cells suppressed, the "
+                      "eGeMAPS descriptors the feature tracks, nuisance associations, decoder norm, stability):",
+                      "", _table(packets)]
         rep = run.replication(label)
         if not rep.empty:
             parts += ["Replication split (participants halved by a seeded hash; a discovery in one half "

@@ -121,14 +121,14 @@ def inventory(opts: DataOptions, out: Path, progress: bool) -> InventoryResult:
 
 
 def overlay_run(opts: DataOptions, out: Path, progress: bool, demo: bool = False,
-                encoder: dict | None = None, sae_fit: dict | None = None):
+                encoder: dict | None = None, sae_fit: dict | None = None, analysis: dict | None = None):
     """``run-overlay``: resolve the config (and demo corpus), apply encoder overrides, run the job."""
     from clinical_transfer.run.overlay import demo_spec, run_overlay  # start-up time: stats, plots, torch
 
     if demo:
         prepare_demo(opts, out, progress)
     cfg, source = resolve_config(opts)
-    for section, overrides in ((cfg.encoder, encoder), (cfg.sae_fit, sae_fit)):
+    for section, overrides in ((cfg.encoder, encoder), (cfg.sae_fit, sae_fit), (cfg.analysis, analysis)):
         for key, value in (overrides or {}).items():
             if value is not None:
                 setattr(section, key, value)

@@ -76,8 +76,8 @@ class EncoderConfig:
     """Local model folder for gemma / hf-encoder."""
     layer: int = 3
     sae: str = ""
-    """SAE checkpoint; "fit" = a label-blind SAE fit to the corpus ([sae_fit]; run/fit_sae.py); empty = "fit"
-    for a real corpus and the embedded default SAE for the demo."""
+    """SAE checkpoint; "fit" = a label-blind SAE fit to the corpus ([sae_fit]; run/fit_sae.py); "embedded" =
+    the embedded demo SAE; empty = "fit" for a real corpus, "embedded" for the demo (the run records which)."""
     device: str = "auto"
 
 
@@ -94,6 +94,13 @@ class AnalysisConfig:
     """Split variables of the robustness checks (the corpus's default config adds its own)."""
     min_stratum: int = 20
     """Participants a side for a confound stratum to be estimated (never below [guardrails] min_cell)."""
+    evidence: bool = True
+    """Write an evidence packet per robust correlate and per top-5 feature of every family."""
+    evidence_acoustics: bool = True
+    """Extract eGeMAPS descriptors for the packets (which interpretable acoustics a feature tracks)."""
+    adjust_acoustic: int = 0
+    """K > 0: every overlay is run again with the top-K eGeMAPS principal components (per segment group) as
+    extra confounds, reported beside the plain one (``<label>+acousticK``): what survives plain acoustics."""
     segment_groups: list[str] = field(default_factory=lambda: list(ANALYSED_GROUPS))
     """Groups analysed (each apart; never pooled)."""
     feature_labels: str = ""
@@ -192,7 +199,7 @@ def _one_of(value: Any, allowed: tuple, name: str, where: str) -> None:
 def validate(cfg: RunConfig, where: str = "the config") -> RunConfig:
     """Check allowed values (not only types), so a typo fails at load rather than after scoring."""
     _one_of(cfg.dataset.name, tuple(available_adapters()), "[dataset] name", where)
-    _one_of(cfg.encoder.name, encoder_names(), "[encoder] name", where)
+    _one_of(cfg.encoder.name, encoder_names(descriptors=True), "[encoder] name", where)
     _one_of(cfg.encoder.device, DEVICES, "[encoder] device", where)
     a = cfg.analysis
     _one_of(a.aggregation, AGGREGATIONS, "[analysis] aggregation", where)
@@ -200,6 +207,8 @@ def validate(cfg: RunConfig, where: str = "the config") -> RunConfig:
         _one_of(g, SEGMENT_GROUPS, "[analysis] segment_groups entry", where)
     if not 0.0 < a.alpha <= 0.5:
         raise ClinicalTransferError(f"[analysis] alpha in {where} is {a.alpha!r}", "give an FDR level in (0, 0.5], e.g. 0.05")
+    if a.adjust_acoustic < 0:
+        raise ClinicalTransferError(f"[analysis] adjust_acoustic in {where} is {a.adjust_acoustic}", "give 0 (off) or K >= 1")
     if a.permutations < 0:
         raise ClinicalTransferError(f"[analysis] permutations in {where} is {a.permutations}", "give 0 (none) or more")
     f = cfg.sae_fit

@@ -47,7 +47,7 @@ def resolve_models(encoder: str, layer: int, model: str | None = None, sae: str 
     enc = get_encoder(encoder, model=model or None, layer=layer, device=resolve_device(device))
     if not need_sae:
         return Models(enc, None, "", "")
-    if sae:
+    if sae and sae != "embedded":
         model_sae, name = load_sae(sae, k=k, d_in_expected=enc.width), str(sae)
     elif default_sae.reads(encoder, layer):
         model_sae, name = default_sae.load_default_sae(), default_sae.DESCRIPTION

@@ -14,17 +14,22 @@ import numpy as np
 import pandas as pd
 
 from clinical_transfer import guardrails
+from clinical_transfer.acoustics import acoustic_components, descriptor_id, egemaps_table
+from clinical_transfer.encoders.registry import is_descriptor_set
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.hashing import sha256_text
 from clinical_transfer.reporting.render import render_markdown
 from clinical_transfer.run.config import RunConfig
+from clinical_transfer.run.evidence import write_evidence
 from clinical_transfer.run.fit_sae import fit_corpus_sae
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
 from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunResult
+from clinical_transfer.sae import default as default_sae
 from clinical_transfer.scoring import sae_hash, score_recordings
 from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
 from clinical_transfer.stats.controls import NUISANCE  # the columns the negative controls read
+from clinical_transfer.stats.design import add_age_band
 from clinical_transfer.stats.overlay import add_run_q
 from clinical_transfer.store import ScoreStore
 
@@ -113,65 +118,103 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     if not a.labels:
         raise ClinicalTransferError("the config names no labels to analyse", "add [[analysis.labels]] column = ... entries")
     e = cfg.encoder
-    fit = e.sae == "fit" or (not e.sae and demo is None)  # a real corpus gets a dictionary fit to it
-    # first: a bad SAE fails before any audio is read
-    models = resolve_models(e.name, e.layer, e.model, None if fit else e.sae, e.device, need_sae=not fit)
-    inv = run_inventory(cfg, out, progress=progress)
-    _check_columns(cfg, inv.recordings)
-    recordings, fitted = inv.recordings, None
-    if fit:
-        fitted = fit_corpus_sae(inv.recordings, models.encoder, inv.adapter.read_sources, out.parent / ".sae_cache",
-                                cfg.sae_fit, cfg.seed, progress)
-        models = replace(models, sae=fitted.sae, sae_name=fitted.name, sae_digest=sae_hash(fitted.sae))
-        # the dictionary split trained the SAE: its people are not analysed (unless fit_on = all)
-        recordings = recordings[~recordings["participant_id"].astype(str).isin(fitted.dictionary)]
-    private = out.with_name(out.name + "_private")  # per-recording scores never go into the output folder
-    scored = score_recordings(recordings, models.encoder, models.sae, private / "scores",
-                              out.parent / ".score_cache", cfg.guardrails.salt, progress=progress,
-                              reader=inv.adapter.read_sources, sae_digest=models.sae_digest)
-    features = feature_table(ScoreStore(private / "scores"), a.aggregation)
+    if is_descriptor_set(e.name):  # named per-recording descriptors (eGeMAPS): no encoder states, no SAE
+        inv = run_inventory(cfg, out, progress=progress)
+        _check_columns(cfg, inv.recordings)
+        recordings, fitted = inv.recordings, None
+        features = egemaps_table(recordings, cfg.guardrails.salt, out.parent / ".acoustic_cache", progress,
+                                 inv.adapter.read_sources)
+        identity = ModelIdentity(e.name, 0, descriptor_id(), "none: 88 named eGeMAPS descriptors per recording")
+        encoder_id, sae_digest, scored_text, n_scored = descriptor_id(), "", f"{len(features)} recordings described", len(features)
+    else:
+        if not e.sae:  # resolved here and recorded: a real corpus gets a dictionary fit to it, the demo the embedded one
+            e.sae = "embedded" if demo is not None else "fit"
+        fit = e.sae == "fit"
+        # first: a bad SAE fails before any audio is read
+        models = resolve_models(e.name, e.layer, e.model, None if fit else e.sae, e.device, need_sae=not fit)
+        inv = run_inventory(cfg, out, progress=progress)
+        _check_columns(cfg, inv.recordings)
+        recordings, fitted = inv.recordings, None
+        if fit:
+            fitted = fit_corpus_sae(inv.recordings, models.encoder, inv.adapter.read_sources,
+                                    out.parent / ".sae_cache", cfg.sae_fit, cfg.seed, progress)
+            models = replace(models, sae=fitted.sae, sae_name=fitted.name, sae_digest=sae_hash(fitted.sae))
+            # the dictionary split trained the SAE: its people are not analysed (unless fit_on = all)
+            recordings = recordings[~recordings["participant_id"].astype(str).isin(fitted.dictionary)]
+        private = out.with_name(out.name + "_private")  # per-recording scores never go into the output folder
+        scored = score_recordings(recordings, models.encoder, models.sae, private / "scores",
+                                  out.parent / ".score_cache", cfg.guardrails.salt, progress=progress,
+                                  reader=inv.adapter.read_sources, sae_digest=models.sae_digest)
+        features = feature_table(ScoreStore(private / "scores"), a.aggregation)
+        identity = ModelIdentity(models.encoder.name, models.encoder.layer, models.encoder.layer_convention,
+                                 models.sae_name)
+        encoder_id, sae_digest, scored_text, n_scored = models.encoder.id(), models.sae_digest, scored.text(), scored.scored
+    stability = fitted.stability if fitted is not None else (
+        default_sae.default_stability() if not is_descriptor_set(e.name) and models.sae_name == default_sae.DESCRIPTION
+        else None)
     meta = analysis_meta(recordings, cfg.guardrails.salt,
                          [lab.column for lab in a.labels] + a.confounds + _CONTROL_COLUMNS + a.strata)
     meta = meta[meta["segment_group"].isin(a.segment_groups)].reset_index(drop=True)
     for lab in a.labels:
         if lab.missing_as:  # e.g. symptoms: True vs not reported (stated in the report)
             meta[lab.column] = meta[lab.column].astype(object).where(meta[lab.column].notna(), lab.missing_as)
+    descriptors = None
+    if is_descriptor_set(e.name):
+        descriptors = features
+    elif a.adjust_acoustic > 0 or (a.evidence and a.evidence_acoustics):
+        descriptors = egemaps_table(recordings, cfg.guardrails.salt, out.parent / ".acoustic_cache", progress,
+                                    inv.adapter.read_sources)
+    variants = [("", list(a.confounds))]
+    if a.adjust_acoustic > 0:  # the same overlays again with the top acoustic components as confounds
+        pcs = _acoustic_confounds(descriptors, meta, a.adjust_acoustic)
+        meta = pd.concat([meta, pcs], axis=1)
+        variants.append((f"+acoustic{a.adjust_acoustic}", list(a.confounds) + list(pcs.columns)))
     atlas = _atlas_labels(a.feature_labels)
     result = RunResult(
         dataset=cfg.dataset.name, corpus_note=corpus_note, config_source=config_source or "built-in defaults",
         inventory=InventorySummary(int(inv.recordings["participant_id"].nunique()), len(inv.recordings),
                                    inv.excluded()),
-        n_scored=scored.scored,
-        models=ModelIdentity(models.encoder.name, models.encoder.layer, models.encoder.layer_convention,
-                             models.sae_name),
+        n_scored=n_scored, models=identity,
         aggregation=a.aggregation, confounds=list(a.confounds), strata=list(a.strata),
         min_cell=cfg.guardrails.min_cell, missing_as={lab.column: lab.missing_as for lab in a.labels if lab.missing_as},
-        sae_fit=fitted.report if fitted is not None else {},
+        sae_fit=fitted.report if fitted is not None else {}, stability=stability,
     )
-    for i, lab in enumerate(a.labels):
-        ocfg = OverlayConfig(confounds=list(a.confounds), strata=list(a.strata), permutations=a.permutations,
-                             min_stratum=a.min_stratum,
-                             seed=cfg.seed, alpha=a.alpha, min_cell=cfg.guardrails.min_cell, strict=False,
-                             positive_controls=["age", "sex"] if i == 0 else [])
-        res = overlay(features, meta, LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)), config=ocfg)
-        if atlas is not None:
-            res.overlay = _join_atlas(res.overlay, atlas, cfg.dataset.name)
-        if fitted is not None and fitted.stability is not None:
-            res.overlay = join_stability(res.overlay, fitted.stability)
-        result.overlays[lab.column] = res
+    for suffix, confounds in variants:
+        for i, lab in enumerate(a.labels):
+            ocfg = OverlayConfig(confounds=confounds, strata=list(a.strata), permutations=a.permutations,
+                                 min_stratum=a.min_stratum,
+                                 seed=cfg.seed, alpha=a.alpha, min_cell=cfg.guardrails.min_cell, strict=False,
+                                 positive_controls=["age", "sex"] if i == 0 and not suffix else [])
+            res = overlay(features, meta, LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)), config=ocfg)
+            if atlas is not None:
+                res.overlay = _join_atlas(res.overlay, atlas, cfg.dataset.name)
+            if stability is not None:
+                res.overlay = join_stability(res.overlay, stability)
+            result.overlays[lab.column + suffix] = res
     if len(result.overlays) > 1:  # q_run over every target family of the run, all labels together
         labels = list(result.overlays)
         for lab_col, table in zip(labels, add_run_q(*(result.overlays[c].overlay for c in labels))):
             result.overlays[lab_col].overlay = table
+    if a.evidence:
+        specs = {lab.column: LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)) for lab in a.labels}
+        norms = None if is_descriptor_set(e.name) else models.sae.W_dec.detach().norm(dim=1).numpy()
+        result.evidence = write_evidence(result.overlays, specs, features, add_age_band(meta), descriptors, norms,
+                                         out, cfg.guardrails.min_cell)
     result.manifest = {
         "resolved_config": cfg.public_dict(), "config_sha256": cfg.digest(), "config_source": result.config_source,
-        "inputs": input_hashes(inv.recordings, models.encoder.id(), models.sae_digest),
-        "demo": demo, "scoring": scored.text(), "n_features_tested": features.shape[1] - 1,
+        "inputs": input_hashes(inv.recordings, encoder_id, sae_digest),
+        "demo": demo, "scoring": scored_text, "n_features_tested": features.shape[1] - 1,
         "sae_fit": result.sae_fit,
     }
     result.write(out)
     render_markdown(result, out)
     return result
+
+
+def _acoustic_confounds(descriptors: pd.DataFrame, meta: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``acoustic_pc1..k`` for the rows of ``meta``: eGeMAPS components fit per segment group."""
+    table = descriptors.set_index("recording_id").loc[meta["recording_id"]].reset_index()
+    return acoustic_components(table, meta["segment_group"], k).set_index(meta.index)
 
 
 def demo_spec(cfg: RunConfig) -> dict:

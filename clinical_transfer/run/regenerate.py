@@ -40,5 +40,6 @@ def regenerate(frozen: str | Path, work: str | Path | None = None, progress: boo
     elif not Path(cfg.dataset.data_root).is_dir():
         raise ClinicalTransferError(f"the frozen run's corpus {cfg.dataset.data_root} is not here",
                                     "place the corpus there (or edit data_root in MANIFEST.json) and run again")
-    run_overlay(cfg, work / "run", progress=progress, config_source=m.get("config_source", "MANIFEST.json"))
+    run_overlay(cfg, work / "run", progress=progress, config_source=m.get("config_source", "MANIFEST.json"),
+                demo=m.get("demo"))  # a demo run keeps the embedded SAE (a real one would fit its own)
     return compare(frozen, freeze(work / "run", work / "frozen"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -58,6 +59,10 @@ class RunResult:
     missing_as: dict[str, str] = field(default_factory=dict)
     sae_fit: dict = field(default_factory=dict)
     """A corpus-fit SAE's split sizes, held-out quality and seed stability (empty for a given SAE)."""
+    stability: Any = None
+    """Seed stability of every SAE feature (an array; None when only one seed exists)."""
+    evidence: dict = field(default_factory=dict)
+    """Per label, the evidence packets written (segment group, feature, verdict, top descriptor)."""
     manifest: dict = field(default_factory=dict)
 
     def target(self, label: str) -> pd.DataFrame:

@@ -1,0 +1,142 @@
+"""Evidence packets: what a reported feature responds to, at group level, one JSON per feature.
+
+Why: a feature index with a q-value tells a reader nothing about what the model heard. For each robust
+correlate and the top features of every family, a packet gathers what can be said without exposing a
+person: where the feature is active (density per segment group), how its participant-level activation
+splits by label x sex x age band (cells below ``min_cell`` suppressed), which interpretable eGeMAPS
+descriptors it tracks (participant-level Spearman, top 5 with Fisher-z CIs), how it moves with the
+nuisance variables, its decoder norm and seed stability, and the atlas label (audited wording). No audio,
+no spectrogram and no per-person value is written; packets go through the guardrails' writer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from clinical_transfer import guardrails
+from clinical_transfer.stats.design import LabelSpec, code_label
+
+NUISANCE = ("duration_s", "rms_dbfs", "silence_fraction")
+TOP_K = 5
+_ROW_KEYS = ("verdict", "note", "beta_adj", "q_adj", "q_run", "p_fwe", "auroc", "auroc_low", "auroc_high",
+             "auroc_adj", "matched_agreement", "replicated", "stability", "feature_label")
+
+
+def _clean(v):
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else round(float(v), 6)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if v is pd.NA:
+        return None
+    return v
+
+
+def _spearman_ci(rho: float, n: int) -> tuple[float, float]:
+    """95% CI of a Spearman correlation by Fisher's z with the Fieller et al. (1957) SE 1.06 / sqrt(n - 3)."""
+    if n <= 3 or not np.isfinite(rho):
+        return np.nan, np.nan
+    z, se = np.arctanh(np.clip(rho, -0.999999, 0.999999)), 1.06 / np.sqrt(n - 3)
+    return float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))
+
+
+def _per_participant(values: pd.DataFrame, participants: np.ndarray) -> pd.DataFrame:
+    return values.groupby(participants, sort=True).mean()
+
+
+def select_features(target: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
+    """Robust correlates plus the top-k adjusted associations of each family (by p_adj)."""
+    live = target[~target["verdict"].isin(["suppressed", "not estimable"]) & target["p_adj"].notna()]
+    robust = live[live["verdict"] == "robust correlate"]
+    top = live.sort_values("p_adj", kind="stable").groupby("segment_group", sort=False).head(top_k)
+    return pd.concat([robust, top]).drop_duplicates(["segment_group", "feature"])
+
+
+def packet(row: pd.Series, spec: LabelSpec, features: pd.DataFrame, meta: pd.DataFrame,
+           descriptors: pd.DataFrame | None, decoder_norms: np.ndarray | None, min_cell: int) -> dict:
+    """One feature's evidence packet (group-level only)."""
+    f = row["feature"]
+    group = row["segment_group"]
+    values = features.set_index("recording_id")[f]
+    density = {g: round(float((values.reindex(rows["recording_id"]) != 0).mean()), 6)
+               for g, rows in meta.groupby("segment_group", sort=True)}
+    fam = meta[meta["segment_group"] == group].reset_index(drop=True)
+    coded = code_label(fam, spec)
+    fam = fam.assign(_x=coded.x, _v=values.reindex(fam["recording_id"]).to_numpy())
+    fam = fam[np.isfinite(fam["_x"])]
+    pids = fam["participant_id"].to_numpy()
+    people = fam.groupby("participant_id", sort=True).agg(
+        x=("_x", "first"), v=("_v", "mean"), **{c: (c, "first") for c in ("sex", "age_band") if c in fam.columns})
+    side = {1.0: "positive", 0.0: "negative"} if coded.binary else None
+    cells = []
+    by = [c for c in ("sex", "age_band") if c in people.columns]
+    if side is not None:
+        for key, g in people.groupby(["x", *by], sort=True, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            n = len(g)
+            cell = {"label_side": side.get(key[0], str(key[0])), **{b: _clean(k) for b, k in zip(by, key[1:])}}
+            if n < min_cell:
+                cells.append({**cell, "n_participants": None, "mean_activation": None, "suppressed": True,
+                              "note": f"suppressed (n<{min_cell})"})
+            else:
+                cells.append({**cell, "n_participants": n, "mean_activation": _clean(g["v"].mean()), "suppressed": False})
+    out = {"feature": f, "label": row["label"], "contrast": row["contrast"], "segment_group": group,
+           **{k: _clean(row[k]) for k in _ROW_KEYS if k in row.index},
+           "activation_density_by_segment_group": density, "participant_activation_cells": cells}
+    if descriptors is not None:
+        d = descriptors.set_index("recording_id").reindex(fam["recording_id"])
+        dp = _per_participant(d.reset_index(drop=True), pids)
+        v = people["v"].reindex(dp.index).to_numpy()
+        rows = []
+        for name in dp.columns:
+            col = dp[name].to_numpy(float)
+            ok = np.isfinite(col) & np.isfinite(v)
+            if ok.sum() < max(min_cell, 4) or np.std(col[ok]) == 0 or np.std(v[ok]) == 0:
+                continue
+            rho = float(stats.spearmanr(v[ok], col[ok]).statistic)
+            lo, hi = _spearman_ci(rho, int(ok.sum()))
+            rows.append({"descriptor": name.removeprefix("egemaps_"), "spearman_rho": _clean(rho),
+                         "ci_low": _clean(lo), "ci_high": _clean(hi), "n_participants": int(ok.sum())})
+        rows.sort(key=lambda r: -abs(r["spearman_rho"] or 0))
+        out["acoustic_descriptors_top5"] = rows[:TOP_K]
+    else:
+        out["acoustic_descriptors_top5"] = "not computed (eGeMAPS descriptors were not extracted in this run)"
+    nuis = {}
+    for c in NUISANCE:
+        if c in fam.columns:
+            per = pd.to_numeric(fam[c], errors="coerce").groupby(pids, sort=True).mean().reindex(people.index)
+            ok = per.notna().to_numpy() & np.isfinite(people["v"].to_numpy())
+            if ok.sum() >= 4 and per[ok].std() > 0 and people["v"][ok].std() > 0:
+                nuis[c] = _clean(stats.spearmanr(people["v"][ok], per[ok]).statistic)
+    out["nuisance_spearman"] = nuis
+    if decoder_norms is not None:
+        out["decoder_norm"] = _clean(decoder_norms[int(f.rsplit("_", 1)[1])])
+    return out
+
+
+def write_evidence(overlays: dict, specs: dict[str, LabelSpec], features: pd.DataFrame, meta: pd.DataFrame,
+                   descriptors: pd.DataFrame | None, decoder_norms: np.ndarray | None, out: Path,
+                   min_cell: int) -> dict[str, pd.DataFrame]:
+    """Write ``evidence/<label>/<group>/<feature>.json`` for every label; returns what was written per label
+    (segment group, feature, verdict, top descriptor) for the report."""
+    index = {}
+    for label, spec in specs.items():
+        table = overlays[label].overlay
+        target = table[table["role"] == "target"]
+        chosen = select_features(target)
+        rows = []
+        for _, row in chosen.iterrows():
+            p = packet(row, spec, features, meta, descriptors, decoder_norms, min_cell)
+            guardrails.write_json(p, out / "evidence" / label / row["segment_group"] / f"{row['feature']}.json")
+            top = p["acoustic_descriptors_top5"]
+            rows.append({"segment_group": row["segment_group"], "feature": row["feature"], "verdict": row["verdict"],
+                         "top descriptor (Spearman rho)": f"{top[0]['descriptor']} ({top[0]['spearman_rho']:.2f})"
+                         if isinstance(top, list) and top else "—"})
+        index[label] = pd.DataFrame(rows)
+    return index

@@ -1,0 +1,123 @@
+"""The acoustic baseline (#13 part 4): eGeMAPS descriptors through the same statistics, and SAE overlays
+re-run with the top eGeMAPS components as confounds, reported side by side."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clinical_transfer.acoustics import acoustic_components
+from clinical_transfer.errors import ClinicalTransferError
+from tests.conftest import run_demo
+
+CONFIG = """
+[guardrails]
+salt = "eg"
+[demo]
+n_participants = 60
+duration_s = 1.5
+[encoder]
+name = "{encoder}"
+[analysis]
+confounds = ["age", "sex"]
+permutations = 100
+strata = ["sex"]
+min_stratum = 10
+adjust_acoustic = {k}
+segment_groups = ["vowel", "cough"]
+[[analysis.labels]]
+column = "st"
+missing_as = "False"
+[[analysis.labels]]
+column = "diabetes"
+missing_as = "False"
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("acoustic")
+    egemaps = run_demo(root, CONFIG.format(encoder="egemaps", k=0), "egemaps")
+    adjusted = run_demo(root, CONFIG.format(encoder="ge2e", k=5), "adjusted")  # reuses the descriptor cache
+    return egemaps, adjusted
+
+
+def table(out, label):
+    t = pd.read_csv(out / "overlays" / label / "overlay.csv", comment="#", low_memory=False)
+    return t[t["role"] == "target"]
+
+
+def test_egemaps_finds_the_planted_voice_quality_effect_and_nothing_for_the_null_label(runs):
+    egemaps, _ = runs
+    st = table(egemaps, "st")
+    assert st["feature"].str.startswith("egemaps_").all() and st["feature"].nunique() == 88
+    hits = st[st["verdict"].str.contains("correlate") | (st["verdict"] == "tracks nuisance")]
+    assert set(hits["segment_group"]) == {"vowel"}  # planted in voiced tasks only
+    vq = hits["feature"].str.contains("jitter|shimmer|HNR|H1-H2|H1-A3")
+    assert vq.sum() >= 3, hits["feature"].tolist()  # measured: 7 (jitter, 2 shimmer, HNR, H1-H2, 2 H1-A3) of 62
+    assert not table(egemaps, "diabetes")["verdict"].str.contains("correlate").any()
+    report = (egemaps / "REPORT.md").read_text()
+    assert "none: 88 named eGeMAPS descriptors per recording" in report
+
+
+def test_acoustic_adjustment_changes_the_sae_verdicts_and_the_report_shows_both(runs):
+    _, adjusted = runs
+    plain, acoustic = table(adjusted, "st"), table(adjusted, "st+acoustic5")
+    n_plain = plain["verdict"].str.contains("correlate").sum()
+    n_acoustic = acoustic["verdict"].str.contains("correlate").sum()
+    assert n_plain > 0 and n_acoustic < n_plain  # measured: 203 -> 79 adjusted correlates (60 participants)
+    report = (adjusted / "REPORT.md").read_text()
+    assert "## SAE correlates beyond plain acoustics" in report
+    assert "| st | vowel | confounds + acoustic components |" in report
+
+
+def test_components_are_fit_per_segment_group_with_a_fixed_sign():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    X[:, 1] = 2 * X[:, 0] + 0.1 * rng.normal(size=60)
+    t = pd.DataFrame(X, columns=[f"egemaps_{i}" for i in range(5)])
+    t.insert(0, "recording_id", [f"r{i}" for i in range(60)])
+    groups = pd.Series(["vowel"] * 30 + ["cough"] * 30)
+    pcs = acoustic_components(t, groups, 2)
+    assert list(pcs.columns) == ["acoustic_pc1", "acoustic_pc2"] and pcs.notna().all().all()
+    again = acoustic_components(t.iloc[::-1].reset_index(drop=True), groups.iloc[::-1].reset_index(drop=True), 2)
+    np.testing.assert_allclose(pcs.to_numpy(), again.iloc[::-1].to_numpy(), atol=1e-10)  # order-free, same sign
+    for g in ("vowel", "cough"):
+        assert abs(np.corrcoef(pcs.loc[groups == g, "acoustic_pc1"], X[(groups == g).to_numpy(), 0])[0, 1]) > 0.9
+
+
+def test_egemaps_is_not_a_frame_encoder():
+    from clinical_transfer.encoders import get_encoder
+
+    with pytest.raises(ClinicalTransferError, match="'egemaps' is a set of per-recording descriptors"):
+        get_encoder("egemaps")
+
+
+def test_evidence_packets_are_written_and_the_audit_catches_each_planted_violation(runs, tmp_path):
+    import json
+    import shutil
+
+    from clinical_transfer.guardrails import audit_run
+
+    _, adjusted = runs
+    packets = sorted((adjusted / "evidence" / "st" / "vowel").glob("feature_*.json"))
+    assert len(packets) >= 5 and audit_run(adjusted) == []
+    p = json.loads(packets[0].read_text())
+    assert {"activation_density_by_segment_group", "participant_activation_cells", "acoustic_descriptors_top5",
+            "nuisance_spearman", "decoder_norm", "stability"} <= set(p)
+    assert all(c["suppressed"] or c["n_participants"] >= 10 for c in p["participant_activation_cells"])
+    plants = {
+        "a cell reports n_participants 4 < 10 without suppression":
+            lambda d: d["participant_activation_cells"].append({"n_participants": 4, "mean_activation": 0.1}),
+        "feature label reads like a diagnosis": lambda d: d.update(feature_label="covid detector"),
+        "audio-like field 'spectrogram'": lambda d: d.update(spectrogram=[[0.0] * 80] * 3 + [0.0] * 80),
+        "the non-diagnostic label is missing": lambda d: d.pop("non_diagnostic"),
+    }
+    for i, (message, plant) in enumerate(plants.items()):
+        copy = tmp_path / f"run{i}"
+        shutil.copytree(adjusted, copy)
+        target = copy / packets[0].relative_to(adjusted)
+        d = json.loads(target.read_text())
+        plant(d)
+        target.write_text(json.dumps(d))
+        problems = audit_run(copy)
+        assert len(problems) == 1 and message in problems[0], (message, problems)
