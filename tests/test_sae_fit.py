@@ -128,3 +128,12 @@ def test_stability_matches_permuted_dictionaries_one_to_one():
     dup = np.vstack([W[:1], W[:1]])
     assert sorted(matched_cosines(dup, W[:2])) [0] < 0.99
     assert np.isnan(decoder_stability(sae_with(W), [])).all()
+
+
+def test_sae_fit_outside_run_overlay_is_one_clear_error():
+    from clinical_transfer.errors import ClinicalTransferError
+    from clinical_transfer.run.models import resolve_models
+
+    with pytest.raises(ClinicalTransferError, match="--sae fit fits an SAE inside run-overlay"):
+        resolve_models("ge2e", 3, sae="fit", device="cpu")
+    assert resolve_models("ge2e", 3, sae="embedded", device="cpu").sae_name == "embedded default SAE (demo artifact)"

@@ -47,6 +47,9 @@ def resolve_models(encoder: str, layer: int, model: str | None = None, sae: str 
     enc = get_encoder(encoder, model=model or None, layer=layer, device=resolve_device(device))
     if not need_sae:
         return Models(enc, None, "", "")
+    if sae == "fit":
+        raise ClinicalTransferError("--sae fit fits an SAE inside run-overlay (it needs the corpus's participant split)",
+                                    "use run-overlay, or pass the fitted checkpoint: <out>/../.sae_cache/<key>/seed_0/sae.pt")
     if sae and sae != "embedded":
         model_sae, name = load_sae(sae, k=k, d_in_expected=enc.width), str(sae)
     elif default_sae.reads(encoder, layer):
