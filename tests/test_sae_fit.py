@@ -137,3 +137,14 @@ def test_sae_fit_outside_run_overlay_is_one_clear_error():
     with pytest.raises(ClinicalTransferError, match="--sae fit fits an SAE inside run-overlay"):
         resolve_models("ge2e", 3, sae="fit", device="cpu")
     assert resolve_models("ge2e", 3, sae="embedded", device="cpu").sae_name == "embedded default SAE (demo artifact)"
+
+
+def test_a_reused_output_folder_keeps_nothing_of_the_earlier_run(fit_run):
+    """#12 item 4: overlays/<label>/, figures/ and evidence/ of an earlier run with other labels are removed."""
+    root, out = fit_run
+    (out / "overlays" / "old_label").mkdir(parents=True, exist_ok=True)
+    (out / "overlays" / "old_label" / "overlay.csv").write_text("stale")
+    (out / "evidence" / "old_label").mkdir(parents=True, exist_ok=True)
+    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["st"]
+    assert not (out / "evidence" / "old_label").exists()

@@ -7,6 +7,7 @@ pseudonymises once, and hands every table to the guardrail writers.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -195,6 +196,9 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         labels = list(result.overlays)
         for lab_col, table in zip(labels, add_run_q(*(result.overlays[c].overlay for c in labels))):
             result.overlays[lab_col].overlay = table
+    for stale in ("overlays", "figures", "evidence"):  # a reused output folder keeps nothing of an earlier run
+        if (out / stale).is_dir():
+            shutil.rmtree(out / stale)
     if a.evidence:
         specs = {lab.column: LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)) for lab in a.labels}
         norms = None if is_descriptor_set(e.name) else models.sae.W_dec.detach().norm(dim=1).numpy()
