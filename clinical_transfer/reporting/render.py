@@ -16,6 +16,7 @@ import pandas as pd
 
 from clinical_transfer import guardrails
 from clinical_transfer.reporting import figures
+from clinical_transfer.stats.verdicts import NO_NUMBERS
 
 TOP_N = 5
 LADDER = (
@@ -263,7 +264,7 @@ def render_markdown(run, out: str | Path) -> Path:
         if not rep.empty:
             parts += ["Replication split (participants halved by a seeded hash; a discovery in one half "
                       "replicates when the other half has the same sign and p < 0.05):", "", _table(rep)]
-        for verdict in ("suppressed", "not estimable"):
+        for verdict in NO_NUMBERS:
             note = target.loc[target["verdict"] == verdict, "note"]
             if len(note):
                 parts += [f"{verdict.capitalize()} groups: "

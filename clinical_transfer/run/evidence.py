@@ -19,6 +19,7 @@ from scipy import stats
 
 from clinical_transfer import guardrails
 from clinical_transfer.stats.design import LabelSpec, code_label
+from clinical_transfer.stats.verdicts import NO_NUMBERS
 
 NUISANCE = ("duration_s", "rms_dbfs", "silence_fraction")
 TOP_K = 5
@@ -46,13 +47,9 @@ def _spearman_ci(rho: float, n: int) -> tuple[float, float]:
     return float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))
 
 
-def _per_participant(values: pd.DataFrame, participants: np.ndarray) -> pd.DataFrame:
-    return values.groupby(participants, sort=True).mean()
-
-
 def select_features(target: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
     """Robust correlates plus the top-k adjusted associations of each family (by p_adj)."""
-    live = target[~target["verdict"].isin(["suppressed", "not estimable"]) & target["p_adj"].notna()]
+    live = target[~target["verdict"].isin(NO_NUMBERS) & target["p_adj"].notna()]
     robust = live[live["verdict"] == "robust correlate"]
     top = live.sort_values("p_adj", kind="stable").groupby("segment_group", sort=False).head(top_k)
     return pd.concat([robust, top]).drop_duplicates(["segment_group", "feature"])
@@ -60,10 +57,11 @@ def select_features(target: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
 
 def packet(row: pd.Series, spec: LabelSpec, features: pd.DataFrame, meta: pd.DataFrame,
            descriptors: pd.DataFrame | None, decoder_norms: np.ndarray | None, min_cell: int) -> dict:
-    """One feature's evidence packet (group-level only)."""
+    """One feature's evidence packet (group-level only). ``features`` and ``descriptors`` are indexed by
+    ``recording_id`` (once, by the caller: every packet reads them)."""
     f = row["feature"]
     group = row["segment_group"]
-    values = features.set_index("recording_id")[f]
+    values = features[f]
     density = {g: round(float((values.reindex(rows["recording_id"]) != 0).mean()), 6)
                for g, rows in meta.groupby("segment_group", sort=True)}
     fam = meta[meta["segment_group"] == group].reset_index(drop=True)
@@ -90,8 +88,7 @@ def packet(row: pd.Series, spec: LabelSpec, features: pd.DataFrame, meta: pd.Dat
            **{k: _clean(row[k]) for k in _ROW_KEYS if k in row.index},
            "activation_density_by_segment_group": density, "participant_activation_cells": cells}
     if descriptors is not None:
-        d = descriptors.set_index("recording_id").reindex(fam["recording_id"])
-        dp = _per_participant(d.reset_index(drop=True), pids)
+        dp = descriptors.reindex(fam["recording_id"]).reset_index(drop=True).groupby(pids, sort=True).mean()
         v = people["v"].reindex(dp.index).to_numpy()
         rows = []
         for name in dp.columns:
@@ -126,6 +123,8 @@ def write_evidence(overlays: dict, specs: dict[str, LabelSpec], features: pd.Dat
     """Write ``evidence/<label>/<group>/<feature>.json`` for every label; returns what was written per label
     (segment group, feature, verdict, top descriptor) for the report."""
     index = {}
+    features = features.set_index("recording_id")
+    descriptors = None if descriptors is None else descriptors.set_index("recording_id")
     for label, spec in specs.items():
         table = overlays[label].overlay
         target = table[table["role"] == "target"]

@@ -119,29 +119,33 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     if not a.labels:
         raise ClinicalTransferError("the config names no labels to analyse", "add [[analysis.labels]] column = ... entries")
     e = cfg.encoder
-    if is_descriptor_set(e.name):  # named per-recording descriptors (eGeMAPS): no encoder states, no SAE
-        inv = run_inventory(cfg, out, progress=progress)
-        _check_columns(cfg, inv.recordings)
-        recordings, fitted = inv.recordings, None
-        features = egemaps_table(recordings, cfg.guardrails.salt, out.parent / ".acoustic_cache", progress,
-                                 inv.adapter.read_sources)
-        identity = ModelIdentity(e.name, 0, descriptor_id(), "none: 88 named eGeMAPS descriptors per recording")
-        encoder_id, sae_digest, scored_text, n_scored = descriptor_id(), "", f"{len(features)} recordings described", len(features)
-    else:
+    descriptor_run = is_descriptor_set(e.name)  # named per-recording descriptors (eGeMAPS): no states, no SAE
+    models, fit = None, False
+    if not descriptor_run:
         if not e.sae:  # resolved here and recorded: a real corpus gets a dictionary fit to it, the demo the embedded one
             e.sae = "embedded" if demo is not None else "fit"
         fit = e.sae == "fit"
         # first: a bad SAE fails before any audio is read
         models = resolve_models(e.name, e.layer, e.model, None if fit else e.sae, e.device, need_sae=not fit)
-        inv = run_inventory(cfg, out, progress=progress)
-        _check_columns(cfg, inv.recordings)
-        recordings, fitted = inv.recordings, None
+    inv = run_inventory(cfg, out, progress=progress)
+    _check_columns(cfg, inv.recordings)
+    recordings, fitted, stability = inv.recordings, None, None
+    if descriptor_run:
+        features = egemaps_table(recordings, cfg.guardrails.salt, out.parent / ".acoustic_cache", progress,
+                                 inv.adapter.read_sources)
+        encoder_id = descriptor_id()
+        identity = ModelIdentity(e.name, 0, encoder_id, "none: 88 named eGeMAPS descriptors per recording")
+        sae_digest, scored_text, n_scored = "", f"{len(features)} recordings described", len(features)
+    else:
         if fit:
             fitted = fit_corpus_sae(inv.recordings, models.encoder, inv.adapter.read_sources,
                                     out.parent / ".sae_cache", cfg.sae_fit, cfg.seed, progress)
             models = replace(models, sae=fitted.sae, sae_name=fitted.name, sae_digest=sae_hash(fitted.sae))
             # the dictionary split trained the SAE: its people are not analysed (unless fit_on = all)
             recordings = recordings[~recordings["participant_id"].astype(str).isin(fitted.dictionary)]
+            stability = fitted.stability
+        elif models.sae_name == default_sae.DESCRIPTION:
+            stability = default_sae.default_stability()
         private = out.with_name(out.name + "_private")  # per-recording scores never go into the output folder
         scored = score_recordings(recordings, models.encoder, models.sae, private / "scores",
                                   out.parent / ".score_cache", cfg.guardrails.salt, progress=progress,
@@ -150,9 +154,6 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         identity = ModelIdentity(models.encoder.name, models.encoder.layer, models.encoder.layer_convention,
                                  models.sae_name)
         encoder_id, sae_digest, scored_text, n_scored = models.encoder.id(), models.sae_digest, scored.text(), scored.scored
-    stability = fitted.stability if fitted is not None else (
-        default_sae.default_stability() if not is_descriptor_set(e.name) and models.sae_name == default_sae.DESCRIPTION
-        else None)
     meta = analysis_meta(recordings, cfg.guardrails.salt,
                          [lab.column for lab in a.labels] + a.confounds + _CONTROL_COLUMNS + a.strata)
     meta = meta[meta["segment_group"].isin(a.segment_groups)].reset_index(drop=True)
@@ -160,7 +161,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         if lab.missing_as:  # e.g. symptoms: True vs not reported (stated in the report)
             meta[lab.column] = meta[lab.column].astype(object).where(meta[lab.column].notna(), lab.missing_as)
     descriptors = None
-    if is_descriptor_set(e.name):
+    if descriptor_run:
         descriptors = features
     elif a.adjust_acoustic > 0 or (a.evidence and a.evidence_acoustics):
         descriptors = egemaps_table(recordings, cfg.guardrails.salt, out.parent / ".acoustic_cache", progress,
@@ -170,6 +171,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         pcs = _acoustic_confounds(descriptors, meta, a.adjust_acoustic)
         meta = pd.concat([meta, pcs], axis=1)
         variants.append((f"+acoustic{a.adjust_acoustic}", list(a.confounds) + list(pcs.columns)))
+    specs = {lab.column: LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)) for lab in a.labels}
     atlas = _atlas_labels(a.feature_labels)
     result = RunResult(
         dataset=cfg.dataset.name, corpus_note=corpus_note, config_source=config_source or "built-in defaults",
@@ -186,7 +188,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
                                  min_stratum=a.min_stratum,
                                  seed=cfg.seed, alpha=a.alpha, min_cell=cfg.guardrails.min_cell, strict=False,
                                  positive_controls=["age", "sex"] if i == 0 and not suffix else [])
-            res = overlay(features, meta, LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)), config=ocfg)
+            res = overlay(features, meta, specs[lab.column], config=ocfg)
             if atlas is not None:
                 res.overlay = _join_atlas(res.overlay, atlas, cfg.dataset.name)
             if stability is not None:
@@ -200,8 +202,7 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         if (out / stale).is_dir():
             shutil.rmtree(out / stale)
     if a.evidence:
-        specs = {lab.column: LabelSpec(lab.column, tuple(lab.positive), tuple(lab.negative)) for lab in a.labels}
-        norms = None if is_descriptor_set(e.name) else models.sae.W_dec.detach().norm(dim=1).numpy()
+        norms = None if descriptor_run else models.sae.W_dec.detach().norm(dim=1).numpy()
         result.evidence = write_evidence(result.overlays, specs, features, add_age_band(meta), descriptors, norms,
                                          out, cfg.guardrails.min_cell)
     result.manifest = {

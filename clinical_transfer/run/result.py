@@ -108,12 +108,14 @@ class RunResult:
         for label in self.overlays:
             counts = self.target(label).groupby("segment_group")["verdict"].agg(
                 lambda v: ", ".join(f"{k} {n}" for k, n in v.value_counts().items()))
-            rep = self.replication(label).set_index("segment_group") if not self.replication(label).empty else None
+            rep = self.replication(label)
+            found = rep.set_index("segment_group")[["n_discovered", "n_replicated"]].dropna().to_dict("index") if (
+                "n_discovered" in rep) else {}
             lines.append(f"{label}:")
             for group, text in counts.items():
-                if rep is not None and group in rep.index and rep.get("n_discovered", {}).get(group, 0) > 0:
-                    text += (f"; replicated {int(rep.at[group, 'n_replicated'])} of "
-                             f"{int(rep.at[group, 'n_discovered'])} half-sample discoveries")
+                if found.get(group, {}).get("n_discovered", 0) > 0:
+                    text += (f"; replicated {int(found[group]['n_replicated'])} of "
+                             f"{int(found[group]['n_discovered'])} half-sample discoveries")
                 lines.append(f"  {group:16s} {text}")
         return "\n".join(lines)
 

@@ -151,6 +151,14 @@ class Family:
         return int(pd.unique(self.participants[self.x == side]).size)
 
 
+def smallest_side(participants: np.ndarray, x: np.ndarray, binary: bool) -> int:
+    """Participants on the smaller side of a contrast (binary), or all participants (continuous): the n
+    that every small-cell and subset rule reads."""
+    if not binary:
+        return int(pd.unique(participants).size)
+    return int(min(pd.unique(participants[x == 1]).size, pd.unique(participants[x == 0]).size))
+
+
 def keep_rows(meta: pd.DataFrame, x: np.ndarray, confounds: list[str]) -> tuple[np.ndarray, dict[str, int]]:
     """Rows with a label value in the contrast and every confound present; counts of the rest by reason."""
     keep = ~np.isnan(x)

@@ -170,8 +170,8 @@ def family_table(fam: Family, F: np.ndarray, names: list[str], cfg: OverlayConfi
     for c in ("n_strata", "n_strata_same_sign", "n_strata_reversed", "n_split_variables"):
         df[c] = df[c].astype("Float64")
     controls: list[dict] = [design]
-    df["exceeds_maxt"] = pd.array([pd.NA] * len(df), dtype="boolean")
-    df["replicated"] = pd.array([pd.NA] * len(df), dtype="boolean")
+    for c in _BOOLEAN:
+        df[c] = pd.array([pd.NA] * len(df), dtype="boolean")
     df["nuisance_flag"] = ""
     if full:
         match_on = cfg.match_on if cfg.match_on is not None else _default_match_on(fam)
@@ -220,8 +220,8 @@ def family_table(fam: Family, F: np.ndarray, names: list[str], cfg: OverlayConfi
         checks = FamilyChecks("not run for positive controls", "not run for positive controls")
     df["verdict"], df["note"] = verdicts(df, cfg.alpha, checks)
     if diag.coarsened:
-        df["note"] = [f"{n}; " if n else "" for n in df["note"]] + pd.Series(
-            f"coarsened {'; '.join(f'{k}: {v}' for k, v in diag.coarsened.items())}", index=df.index)
+        merged = f"coarsened {'; '.join(f'{k}: {v}' for k, v in diag.coarsened.items())}"
+        df["note"] = [f"{n}; {merged}" if n else merged for n in df["note"]]
     if not splits.empty:
         splits.insert(0, "segment_group", fam.segment_group)
         splits.insert(0, "contrast", fam.contrast)

@@ -25,7 +25,7 @@ from clinical_transfer.hashing import sha256_file
 from clinical_transfer.stats.design import Family, LabelSpec, add_age_band, code_label, keep_rows
 from clinical_transfer.stats.family import bh, family_key, family_table, suppressed_rows
 from clinical_transfer.stats.options import OverlayConfig
-from clinical_transfer.stats.verdicts import VERDICTS
+from clinical_transfer.stats.verdicts import NO_NUMBERS, VERDICTS
 
 __all__ = ["OverlayConfig", "OverlayResult", "add_run_q", "overlay"]
 
@@ -208,9 +208,9 @@ def overlay(
             split_tables.append(s)
             controls += c
             controls.append({"kind": "inclusion", **family_key(fam), "role": role,
-                             "n_recordings": len(fam.x) if t["verdict"].iloc[0] not in ("suppressed", "not estimable") else np.nan,
+                             "n_recordings": len(fam.x) if t["verdict"].iloc[0] not in NO_NUMBERS else np.nan,
                              "dropped": "; ".join(f"{k}: {v}" for k, v in dropped.items())})
-            if role == "positive_control" and t["verdict"].iloc[0] not in ("suppressed", "not estimable"):
+            if role == "positive_control" and t["verdict"].iloc[0] not in NO_NUMBERS:
                 controls.append({"kind": "positive_control", **family_key(fam),
                                  "n_significant": int((t["q_adj"] < cfg.alpha).sum()),
                                  "max_abs_t": float(np.nanmax(np.abs(t["t_adj"]))),

@@ -19,7 +19,7 @@ from statsmodels.stats.multitest import multipletests
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.hashing import seeded_order_key, stable_unit
 from clinical_transfer.stats.association import associate, confound_basis
-from clinical_transfer.stats.design import Family, confound_columns
+from clinical_transfer.stats.design import Family, confound_columns, smallest_side
 
 
 def split_estimates(
@@ -181,9 +181,8 @@ def matched_estimates(fam: Family, F: np.ndarray, match_on: list[str], seed: int
     reason = ""
     for d in range(draws):
         keep = matched_rows(probe, match_on, seed * 1000 + d)
-        sub_side = side[keep]
         pids = fam.participants[keep]
-        n_side = min(pd.unique(pids[sub_side == 1]).size, pd.unique(pids[sub_side == 0]).size) if keep.any() else 0
+        n_side = smallest_side(pids, side[keep], True)
         if n_side < min_cell:
             reason = f"matched subset too small ({n_side} participants a side, fewer than {min_cell})"
             continue
@@ -219,10 +218,7 @@ def replication_split(fam: Family, F: np.ndarray, seed: int, alpha: float, min_c
     fits = []
     for name, rows in (("discovery", half), ("replication", ~half)):
         x, sub = fam.x[rows], fam.meta[rows]
-        if fam.binary:
-            n_side = min(pd.unique(pids[rows][x == 1]).size, pd.unique(pids[rows][x == 0]).size)
-        else:
-            n_side = pd.unique(pids[rows]).size
+        n_side = smallest_side(pids[rows], x, fam.binary)
         if n_side < min_cell:
             return None, f"{name} half too small ({n_side} participants a side, fewer than {min_cell})"
         C, _ = confound_columns(sub, fam.confounds)

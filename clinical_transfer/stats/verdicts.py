@@ -52,6 +52,10 @@ VERDICTS = ("robust correlate", "adjusted correlate, not family-wise significant
             "confound-explained", "inconclusive after adjustment", "not significant", "not estimable", "suppressed")
 
 
+NO_NUMBERS = ("suppressed", "not estimable")
+"""Verdicts of a family that shows no numbers (whole family; the reason is in ``note``)."""
+
+
 @dataclass
 class FamilyChecks:
     """Why a family-level check could not run ('' when it ran)."""
