@@ -260,7 +260,7 @@ def test_freedman_lane_family_wise_error_is_nominal_on_pure_noise():
         a = associate(fam_x, F, C, meta["participant_id"].to_numpy())
         fl = freedman_lane(fam_x, F, C, meta["participant_id"].to_numpy(), a.beta, a.se, a.df_t, 200, seed)
         hits.append(np.nanmin(fl["p_fwe"]) < 0.05)
-    assert 0.0 < np.mean(hits) <= 0.12, np.mean(hits)  # measured 0.05 (3 of 60)
+    assert 0.0 < np.mean(hits) <= 0.12, np.mean(hits)  # measured 0.083 (5 of 60; 95% binomial interval 0.03-0.18)
 
 
 def test_a_saturated_design_is_stopped_before_any_test():
