@@ -26,8 +26,27 @@ from clinical_transfer.hashing import sha256_text
 
 SAMPLE_RATE = 16_000
 PREFIX = "egemaps_"
-#: Descriptor families by name fragment, for reading packets and reports.
-VOICE_QUALITY = ("jitter", "shimmer", "HNR", "H1-H2", "H1-A3")
+#: eGeMAPS parameter groups (after Eyben et al. 2016, with the source measures jitter, shimmer, HNR,
+#: H1-H2 and H1-A3 read together as voice quality), matched by name fragment in this order.
+DESCRIPTOR_GROUPS = (
+    ("voice quality", ("jitter", "shimmer", "HNR", "H1-H2", "H1-A3")),
+    ("pitch", ("F0semitone",)),
+    ("formants", ("F1frequency", "F2frequency", "F3frequency", "F1bandwidth", "F2bandwidth", "F3bandwidth",
+                  "F1amplitude", "F2amplitude", "F3amplitude")),
+    ("spectral balance", ("alphaRatio", "hammarberg", "slope", "spectralFlux")),
+    ("cepstral", ("mfcc",)),
+    ("loudness", ("loudness", "equivalentSoundLevel")),
+    ("temporal", ("Segment", "PerSec", "Rate")),
+)
+
+
+def descriptor_group(name: str) -> str:
+    """The eGeMAPS parameter group of a descriptor name (``other`` when none matches)."""
+    name = name.removeprefix(PREFIX)
+    for group, fragments in DESCRIPTOR_GROUPS:
+        if any(f in name for f in fragments):
+            return group
+    return "other"
 
 
 def _smile():

@@ -109,6 +109,18 @@ def audit_feature_labels(labels: pd.DataFrame, label_column: str, dataset: str, 
 
 # -- the run audit ---------------------------------------------------------------------------------
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".webm", ".m4a", ".npy")
+SYNTHETIC_SOURCE = "synthetic demo audio"
+"""PNG ``Source`` of a picture of audio (top-activating frames): allowed only in a run on the demo corpus."""
+AUDIO_PICTURES = ("top_frames",)
+"""File-name stems of pictures drawn from audio."""
+
+
+def _is_demo_run(run_dir: Path) -> bool:
+    """Whether the run folder's manifest says it ran on the synthetic demo corpus."""
+    try:
+        return bool(json.loads((run_dir / "run_manifest.json").read_text()).get("demo"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
 
 
 def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: int = DEFAULT_MIN_CELL) -> list[str]:
@@ -142,8 +154,13 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
             text = table.to_csv(index=False)
             problems += _table_problems(table, rel, min_cell)
         elif f.suffix == ".png":
-            if Image.open(f).info.get("Description") != BANNER:
+            info = Image.open(f).info
+            if info.get("Description") != BANNER:
                 problems.append(f"{rel}: figure lacks the non-diagnostic label")
+            if (info.get("Source") or f.stem in AUDIO_PICTURES) and not (
+                    info.get("Source") == SYNTHETIC_SOURCE and _is_demo_run(run_dir)):
+                problems.append(f"{rel}: a picture of audio in a run that is not on the synthetic demo corpus "
+                                "(a spectrogram of a real recording may not be written)")
             continue
         else:
             continue

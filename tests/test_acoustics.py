@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clinical_transfer.acoustics import acoustic_components
+from clinical_transfer.acoustics import acoustic_components, descriptor_group
 from clinical_transfer.errors import ClinicalTransferError
 from tests.conftest import run_demo
 
@@ -50,6 +50,7 @@ def test_egemaps_finds_the_planted_voice_quality_effect_and_nothing_for_the_null
     egemaps, _ = runs
     st = table(egemaps, "st")
     assert st["feature"].str.startswith("egemaps_").all() and st["feature"].nunique() == 88
+    assert (st["feature"].map(descriptor_group) != "other").all()  # every descriptor has its eGeMAPS group
     hits = st[st["verdict"].str.contains("correlate") | (st["verdict"] == "tracks nuisance")]
     assert set(hits["segment_group"]) == {"vowel"}  # planted in voiced tasks only
     vq = hits["feature"].str.contains("jitter|shimmer|HNR|H1-H2|H1-A3")
@@ -121,3 +122,32 @@ def test_evidence_packets_are_written_and_the_audit_catches_each_planted_violati
         target.write_text(json.dumps(d))
         problems = audit_run(copy)
         assert len(problems) == 1 and message in problems[0], (message, problems)
+
+
+def test_partial_spearman_ranks_what_a_feature_tracks_beyond_the_confounds():
+    """A feature driven by sex (adjusted for) and by a voice-quality dimension: the plain Spearman names the
+    F0 descriptor, the partial one (ranks residualised on the confounds) the voice-quality descriptor; the
+    partial rho equals the Pearson correlation of statsmodels OLS residuals of the ranks."""
+    import statsmodels.api as sm
+    from scipy.stats import rankdata
+
+    from clinical_transfer.run.evidence import descriptor_associations
+
+    rng = np.random.default_rng(0)
+    n = 200
+    sex = rng.integers(0, 2, n).astype(float)
+    vq = rng.normal(size=n)
+    v = 3 * sex + vq + 0.3 * rng.normal(size=n)
+    desc = pd.DataFrame({"egemaps_F0semitoneFrom27.5Hz_sma3nz_amean": 5 * sex + 0.2 * rng.normal(size=n),
+                         "egemaps_jitterLocal_sma3nz_amean": vq + 0.3 * rng.normal(size=n),
+                         "egemaps_loudness_sma3_amean": rng.normal(size=n)})
+    rows = descriptor_associations(v, desc, (sex - sex.mean())[:, None], min_n=10)
+    assert max(rows, key=lambda r: abs(r["spearman_rho"]))["descriptor"].startswith("F0semitone")
+    top = rows[0]
+    assert top["descriptor"] == "jitterLocal_sma3nz_amean" and top["group"] == "voice quality"
+    X = sm.add_constant(sex)
+    a = sm.OLS(rankdata(v), X).fit().resid
+    b = sm.OLS(rankdata(desc["egemaps_jitterLocal_sma3nz_amean"]), X).fit().resid
+    assert top["partial_spearman_rho"] == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-6)
+    assert top["ci_low"] < top["partial_spearman_rho"] < top["ci_high"] and top["n_controls"] == 1
+    assert abs(rows[-1]["partial_spearman_rho"]) < 0.2  # loudness: nothing

@@ -148,3 +148,37 @@ def test_a_reused_output_folder_keeps_nothing_of_the_earlier_run(fit_run):
     assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out)]) == 0
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["st"]
     assert not (out / "evidence" / "old_label").exists()
+
+
+def test_top_frames_are_pictures_only_for_the_demo_and_private_offsets_for_a_real_corpus(fit_run, tmp_path):
+    """#13 part 3: the demo gets thumbnails (PNG marked synthetic); the same corpus read as a real one gets
+    pseudonymous recording ids + time offsets in the private folder and no picture anywhere in the output;
+    the audit refuses a picture of audio in a run that is not on the demo corpus."""
+    import shutil
+
+    from clinical_transfer.guardrails import audit_run
+
+    root, out = fit_run
+    thumbs = sorted((out / "evidence").rglob("top_frames.png"))
+    assert thumbs and audit_run(out) == []
+    assert "top_frames.png" in (out / "REPORT.md").read_text()
+    real = root / "real"
+    corpus = out.with_name(out.name + "_corpus")
+    assert run_overlay_main(["--dataset", "coswara", "--data-root", str(corpus), "--quiet",
+                             "--config", str(root / "config.toml"), "--out", str(real)]) == 0
+    assert not list(real.rglob("top_frames.png"))
+    private = pd.read_csv(real.with_name("real_private") / "evidence_top_frames.csv", comment="#")
+    assert len(private) > 0 and private["recording_id"].str.startswith("r").all()
+    assert private["offset_s"].between(0, 1.5).all() and (private["activation"] > 0).all()
+    assert "only pseudonymous recording ids and time offsets were written" in (real / "REPORT.md").read_text()
+    assert audit_run(real) == []
+    # a thumbnail copied into the real run, and the demo run's manifest without its demo flag: both caught
+    shutil.copy(thumbs[0], real / "evidence" / "top_frames.png")
+    assert any("a picture of audio in a run that is not on the synthetic demo corpus" in p for p in audit_run(real))
+    copy = tmp_path / "demo_copy"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "run_manifest.json").read_text())
+    manifest["demo"] = None
+    (copy / "run_manifest.json").write_text(json.dumps(manifest))
+    problems = audit_run(copy)
+    assert len(problems) == len(thumbs) and all("picture of audio" in p for p in problems)

@@ -23,11 +23,16 @@ COLORS = {"robust correlate": "#c0392b", "confound-explained": "#2980b9", "unsta
 GROUPS = ANALYSED_GROUPS
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Caption with the label inside the image, and the label in the PNG metadata."""
+def save_figure(fig, path: Path, source: str | None = None) -> Path:
+    """Caption with the label inside the image, and the label in the PNG metadata. ``source`` names the
+    audio a picture of audio was drawn from (``guardrails.SYNTHETIC_SOURCE``): the audit allows such
+    pictures only in a demo run."""
     fig.text(0.005, 0.005, guardrails.BANNER, fontsize=6, color="#444444", ha="left", va="bottom")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Description": guardrails.BANNER, "Software": "clinical-transfer"})
+    meta = {"Description": guardrails.BANNER, "Software": "clinical-transfer"}
+    if source is not None:
+        meta["Source"] = source
+    fig.savefig(path, dpi=110, metadata=meta)
     plt.close(fig)
     return path
 

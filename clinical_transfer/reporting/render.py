@@ -258,8 +258,18 @@ def render_markdown(run, out: str | Path) -> Path:
         if packets is not None and not packets.empty:
             parts += [f"Evidence packets (`evidence/{label}/<group>/<feature>.json`: activation density, "
                       "participant-level activation by label x sex x age band with small cells suppressed, the "
-                      "eGeMAPS descriptors the feature tracks, nuisance associations, decoder norm, stability):",
+                      "eGeMAPS descriptors the feature tracks beyond the confounds (participant-level partial "
+                      "Spearman given the adjusted confounds), nuisance associations, decoder norm, stability):",
                       "", _table(packets)]
+            frames = getattr(run, "top_frames", {})
+            if frames.get("thumbnails"):
+                parts += [f"Top-activating frames of these features: `evidence/{label}/<group>/top_frames.png` "
+                          "(log-mel windows around each feature's three strongest peaks; drawn only because this "
+                          "corpus is synthetic).", ""]
+            elif frames.get("features"):
+                parts += ["Top-activating frames of these features were located; as this is a real corpus, only "
+                          "pseudonymous recording ids and time offsets were written, to the private folder "
+                          "(`<out>_private/evidence_top_frames.csv`), never to this report.", ""]
         rep = run.replication(label)
         if not rep.empty:
             parts += ["Replication split (participants halved by a seeded hash; a discovery in one half "

@@ -98,6 +98,9 @@ class AnalysisConfig:
     """Write an evidence packet per robust correlate and per top-5 feature of every family."""
     evidence_acoustics: bool = True
     """Extract eGeMAPS descriptors for the packets (which interpretable acoustics a feature tracks)."""
+    top_frames: bool = True
+    """Locate each packet feature's top-activating frames: thumbnails for the synthetic demo, pseudonymous
+    recording ids + time offsets in the private folder for a real corpus (never audio in the output)."""
     adjust_acoustic: int = 0
     """K > 0: every overlay is run again with the top-K eGeMAPS principal components (per segment group) as
     extra confounds, reported beside the plain one (``<label>+acousticK``): what survives plain acoustics."""

@@ -4,9 +4,17 @@ Why: a feature index with a q-value tells a reader nothing about what the model 
 correlate and the top features of every family, a packet gathers what can be said without exposing a
 person: where the feature is active (density per segment group), how its participant-level activation
 splits by label x sex x age band (cells below ``min_cell`` suppressed), which interpretable eGeMAPS
-descriptors it tracks (participant-level Spearman, top 5 with Fisher-z CIs), how it moves with the
+descriptors it tracks (participant-level partial Spearman given the overlay's confounds, top 5 with
+Fisher-z CIs, the plain Spearman beside it), how it moves with the
 nuisance variables, its decoder norm and seed stability, and the atlas label (audited wording). No audio,
 no spectrogram and no per-person value is written; packets go through the guardrails' writer.
+
+Why partial: a feature's raw variation across people is dominated by what the overlay adjusts away (sex
+sets F0 and formants, age, recording wave). Ranked by plain Spearman, the demo's planted voice-quality
+features were described by F0 slopes, loudness range and spectral balance — what they share with sex. The
+question a reader asks of a correlate is what it tracks *beyond* the confounds it was adjusted for, so
+descriptors are ranked by the partial Spearman: ranks at participant level, residualised on the
+participant-mean confounds (the design of the adjusted AUROC), then correlated.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ import pandas as pd
 from scipy import stats
 
 from clinical_transfer import guardrails
-from clinical_transfer.stats.design import LabelSpec, code_label
+from clinical_transfer.acoustics import descriptor_group
+from clinical_transfer.stats.association import confound_basis
+from clinical_transfer.stats.design import LabelSpec, code_label, confound_columns
 from clinical_transfer.stats.verdicts import NO_NUMBERS
 
 NUISANCE = ("duration_s", "rms_dbfs", "silence_fraction")
@@ -39,12 +49,49 @@ def _clean(v):
     return v
 
 
-def _spearman_ci(rho: float, n: int) -> tuple[float, float]:
-    """95% CI of a Spearman correlation by Fisher's z with the Fieller et al. (1957) SE 1.06 / sqrt(n - 3)."""
-    if n <= 3 or not np.isfinite(rho):
+def _spearman_ci(rho: float, n: int, n_controls: int = 0) -> tuple[float, float]:
+    """95% CI of a (partial) Spearman correlation by Fisher's z with the Fieller et al. (1957) SE
+    1.06 / sqrt(n - 3 - controls)."""
+    if n - 3 - n_controls <= 0 or not np.isfinite(rho):
         return np.nan, np.nan
-    z, se = np.arctanh(np.clip(rho, -0.999999, 0.999999)), 1.06 / np.sqrt(n - 3)
+    z, se = np.arctanh(np.clip(rho, -0.999999, 0.999999)), 1.06 / np.sqrt(n - 3 - n_controls)
     return float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))
+
+
+def _residual_ranks(values: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    r = stats.rankdata(values)
+    return r - Q @ (Q.T @ r)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    den = float(np.sqrt((a @ a) * (b @ b)))
+    return float(a @ b) / den if den > 0 else np.nan
+
+
+def descriptor_associations(v: np.ndarray, descriptors: pd.DataFrame, controls: np.ndarray | None,
+                            min_n: int) -> list[dict]:
+    """Participant-level association of a feature (``v``, one mean per participant) with every descriptor
+    column: plain Spearman and partial Spearman given ``controls`` (participant-mean confounds, no
+    constant), ranked by |partial|. Descriptors with fewer than ``min_n`` finite participants are skipped."""
+    rows = []
+    C = np.zeros((len(v), 0)) if controls is None else controls
+    for name in descriptors.columns:
+        col = descriptors[name].to_numpy(float)
+        ok = np.isfinite(col) & np.isfinite(v) & np.isfinite(C).all(axis=1)
+        n = int(ok.sum())
+        if n < min_n or np.std(col[ok]) == 0 or np.std(v[ok]) == 0:
+            continue
+        rho = float(stats.spearmanr(v[ok], col[ok]).statistic)
+        Q = confound_basis(C[ok], n)
+        q = Q.shape[1] - 1
+        partial = _corr(_residual_ranks(v[ok], Q), _residual_ranks(col[ok], Q)) if n - 3 - q > 0 else np.nan
+        lo, hi = _spearman_ci(partial, n, q)
+        rows.append({"descriptor": name.removeprefix("egemaps_"), "group": descriptor_group(name),
+                     "partial_spearman_rho": _clean(partial),
+                     "ci_low": _clean(lo), "ci_high": _clean(hi), "spearman_rho": _clean(rho),
+                     "n_controls": q, "n_participants": n})
+    rows.sort(key=lambda r: -abs(r["partial_spearman_rho"] or 0))
+    return rows
 
 
 def select_features(target: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
@@ -56,9 +103,11 @@ def select_features(target: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
 
 
 def packet(row: pd.Series, spec: LabelSpec, features: pd.DataFrame, meta: pd.DataFrame,
-           descriptors: pd.DataFrame | None, decoder_norms: np.ndarray | None, min_cell: int) -> dict:
+           descriptors: pd.DataFrame | None, decoder_norms: np.ndarray | None, min_cell: int,
+           confounds: list[str] = ()) -> dict:
     """One feature's evidence packet (group-level only). ``features`` and ``descriptors`` are indexed by
-    ``recording_id`` (once, by the caller: every packet reads them)."""
+    ``recording_id`` (once, by the caller: every packet reads them); ``confounds`` are the overlay's
+    (the descriptor association is partial on them)."""
     f = row["feature"]
     group = row["segment_group"]
     values = features[f]
@@ -90,18 +139,20 @@ def packet(row: pd.Series, spec: LabelSpec, features: pd.DataFrame, meta: pd.Dat
     if descriptors is not None:
         dp = descriptors.reindex(fam["recording_id"]).reset_index(drop=True).groupby(pids, sort=True).mean()
         v = people["v"].reindex(dp.index).to_numpy()
-        rows = []
-        for name in dp.columns:
-            col = dp[name].to_numpy(float)
-            ok = np.isfinite(col) & np.isfinite(v)
-            if ok.sum() < max(min_cell, 4) or np.std(col[ok]) == 0 or np.std(v[ok]) == 0:
-                continue
-            rho = float(stats.spearmanr(v[ok], col[ok]).statistic)
-            lo, hi = _spearman_ci(rho, int(ok.sum()))
-            rows.append({"descriptor": name.removeprefix("egemaps_"), "spearman_rho": _clean(rho),
-                         "ci_low": _clean(lo), "ci_high": _clean(hi), "n_participants": int(ok.sum())})
-        rows.sort(key=lambda r: -abs(r["spearman_rho"] or 0))
+        present = [c for c in confounds if c in fam.columns]
+        controls = None
+        if present:  # participant means of the coded confounds; a participant missing one gets NaN (skipped)
+            complete = fam[present].notna().all(axis=1).to_numpy()
+            C = np.full((len(fam), 0), np.nan)
+            if complete.any():
+                Cc, _ = confound_columns(fam[complete].reset_index(drop=True), present)
+                C = np.full((len(fam), Cc.shape[1]), np.nan)
+                C[complete] = Cc
+            controls = pd.DataFrame(C).groupby(pids, sort=True).mean().reindex(dp.index).to_numpy()
+        rows = descriptor_associations(v, dp, controls, max(min_cell, 4))
         out["acoustic_descriptors_top5"] = rows[:TOP_K]
+        out["acoustic_descriptors_controls"] = present
+        out["acoustic_groups"] = strongest_by_group(rows)
     else:
         out["acoustic_descriptors_top5"] = "not computed (eGeMAPS descriptors were not extracted in this run)"
     nuis = {}
@@ -117,9 +168,26 @@ def packet(row: pd.Series, spec: LabelSpec, features: pd.DataFrame, meta: pd.Dat
     return out
 
 
+def strongest_by_group(rows: list[dict]) -> list[dict]:
+    """The strongest descriptor of each eGeMAPS parameter group (rows ranked by |partial rho|), so a reader
+    sees at once whether voice quality, pitch, formants, spectral balance or loudness carries the feature."""
+    seen, out = set(), []
+    for r in rows:
+        if r["group"] not in seen:
+            seen.add(r["group"])
+            out.append({k: r[k] for k in ("group", "descriptor", "partial_spearman_rho", "ci_low", "ci_high")})
+    return out
+
+
+def _top_text(top) -> str:
+    if not isinstance(top, list) or not top or top[0]["partial_spearman_rho"] is None:
+        return "—"
+    return f"{top[0]['descriptor']} ({top[0]['partial_spearman_rho']:.2f})"
+
+
 def write_evidence(overlays: dict, specs: dict[str, LabelSpec], features: pd.DataFrame, meta: pd.DataFrame,
                    descriptors: pd.DataFrame | None, decoder_norms: np.ndarray | None, out: Path,
-                   min_cell: int) -> dict[str, pd.DataFrame]:
+                   min_cell: int, confounds: list[str] = ()) -> dict[str, pd.DataFrame]:
     """Write ``evidence/<label>/<group>/<feature>.json`` for every label; returns what was written per label
     (segment group, feature, verdict, top descriptor) for the report."""
     index = {}
@@ -131,11 +199,10 @@ def write_evidence(overlays: dict, specs: dict[str, LabelSpec], features: pd.Dat
         chosen = select_features(target)
         rows = []
         for _, row in chosen.iterrows():
-            p = packet(row, spec, features, meta, descriptors, decoder_norms, min_cell)
+            p = packet(row, spec, features, meta, descriptors, decoder_norms, min_cell, list(confounds))
             guardrails.write_json(p, out / "evidence" / label / row["segment_group"] / f"{row['feature']}.json")
             top = p["acoustic_descriptors_top5"]
             rows.append({"segment_group": row["segment_group"], "feature": row["feature"], "verdict": row["verdict"],
-                         "top descriptor (Spearman rho)": f"{top[0]['descriptor']} ({top[0]['spearman_rho']:.2f})"
-                         if isinstance(top, list) and top else "—"})
+                         "top descriptor (partial Spearman rho)": _top_text(top)})
         index[label] = pd.DataFrame(rows)
     return index

@@ -26,6 +26,7 @@ from clinical_transfer.run.fit_sae import fit_corpus_sae
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
 from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunResult
+from clinical_transfer.run.top_frames import write_top_frames
 from clinical_transfer.sae import default as default_sae
 from clinical_transfer.scoring import sae_hash, score_recordings
 from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
@@ -204,7 +205,11 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
     if a.evidence:
         norms = None if descriptor_run else models.sae.W_dec.detach().norm(dim=1).numpy()
         result.evidence = write_evidence(result.overlays, specs, features, add_age_band(meta), descriptors, norms,
-                                         out, cfg.guardrails.min_cell)
+                                         out, cfg.guardrails.min_cell, list(a.confounds))
+        if not descriptor_run and a.top_frames:
+            result.top_frames = write_top_frames(result.evidence, features, meta, recordings, cfg.guardrails.salt,
+                                                 models.encoder, models.sae, inv.adapter.read_sources, out,
+                                                 out.with_name(out.name + "_private"), synthetic=demo is not None)
     result.manifest = {
         "resolved_config": cfg.public_dict(), "config_sha256": cfg.digest(), "config_source": result.config_source,
         "inputs": input_hashes(inv.recordings, encoder_id, sae_digest),

@@ -63,6 +63,8 @@ class RunResult:
     """Seed stability of every SAE feature (an array; None when only one seed exists)."""
     evidence: dict = field(default_factory=dict)
     """Per label, the evidence packets written (segment group, feature, verdict, top descriptor)."""
+    top_frames: dict = field(default_factory=dict)
+    """Counts of the top-activating frame search (features located, demo thumbnails drawn)."""
     manifest: dict = field(default_factory=dict)
 
     def target(self, label: str) -> pd.DataFrame:

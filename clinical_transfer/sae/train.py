@@ -35,6 +35,9 @@ class TrainConfig:
     steps: int = 100_000
     lr: float | None = None
     """None -> 2e-4 / sqrt(d_sae / 16384), the scaling of the reference recipe."""
+    lr_decay_fraction: float = 0.0
+    """Final fraction of the steps over which the learning rate falls linearly to 0 (0 = constant). A
+    decayed run ends nearer a minimum, so SAEs refit with other seeds agree more (seed stability)."""
     aux_k: int | None = None
     """Dead latents used by AuxK (None -> d_in // 2)."""
     aux_coef: float = 1.0 / 32
@@ -141,6 +144,10 @@ def train_topk(
             aux = (resid - e_hat).pow(2).sum(-1).mean() / (resid - resid.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
             aux = torch.nan_to_num(aux, nan=0.0)
         loss = mse + cfg.aux_coef * aux
+        if cfg.lr_decay_fraction > 0:
+            decay_from = cfg.steps * (1.0 - cfg.lr_decay_fraction)
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, max(0.0, (cfg.steps - step) / max(cfg.steps - decay_from, 1.0)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _project_decoder_grad(sae)
