@@ -141,7 +141,16 @@ def test_partial_spearman_ranks_what_a_feature_tracks_beyond_the_confounds():
     desc = pd.DataFrame({"egemaps_F0semitoneFrom27.5Hz_sma3nz_amean": 5 * sex + 0.2 * rng.normal(size=n),
                          "egemaps_jitterLocal_sma3nz_amean": vq + 0.3 * rng.normal(size=n),
                          "egemaps_loudness_sma3_amean": rng.normal(size=n)})
+    desc["egemaps_shimmerLocaldB_sma3nz_amean"] = desc["egemaps_jitterLocal_sma3nz_amean"]
+    desc.loc[0, "egemaps_shimmerLocaldB_sma3nz_amean"] = np.nan  # a missing value: its own complete-case pass
     rows = descriptor_associations(v, desc, (sex - sex.mean())[:, None], min_n=10)
+    shimmer = next(r for r in rows if r["descriptor"].startswith("shimmer"))
+    X1 = sm.add_constant(sex[1:])
+    a1 = sm.OLS(rankdata(v[1:]), X1).fit().resid
+    b1 = sm.OLS(rankdata(desc["egemaps_jitterLocal_sma3nz_amean"][1:]), X1).fit().resid
+    assert shimmer["n_participants"] == n - 1
+    assert shimmer["partial_spearman_rho"] == pytest.approx(np.corrcoef(a1, b1)[0, 1], abs=1e-6)
+    rows = [r for r in rows if r is not shimmer]
     assert max(rows, key=lambda r: abs(r["spearman_rho"]))["descriptor"].startswith("F0semitone")
     top = rows[0]
     assert top["descriptor"] == "jitterLocal_sma3nz_amean" and top["group"] == "voice quality"

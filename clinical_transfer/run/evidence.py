@@ -58,40 +58,52 @@ def _spearman_ci(rho: float, n: int, n_controls: int = 0) -> tuple[float, float]
     return float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))
 
 
-def _residual_ranks(values: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    r = stats.rankdata(values)
-    return r - Q @ (Q.T @ r)
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    den = float(np.sqrt((a @ a) * (b @ b)))
-    return float(a @ b) / den if den > 0 else np.nan
-
-
 def descriptor_associations(v: np.ndarray, descriptors: pd.DataFrame, controls: np.ndarray | None,
                             min_n: int) -> list[dict]:
     """Participant-level association of a feature (``v``, one mean per participant) with every descriptor
     column: plain Spearman and partial Spearman given ``controls`` (participant-mean confounds, no
-    constant), ranked by |partial|. Descriptors with fewer than ``min_n`` finite participants are skipped."""
-    rows = []
+    constant), ranked by |partial|. Descriptors with fewer than ``min_n`` finite participants are skipped.
+
+    Descriptors complete on the same participants share one rank-and-residualise pass (a packet reads 88
+    of them; one call per descriptor cost ~0.3 s a packet)."""
     C = np.zeros((len(v), 0)) if controls is None else controls
-    for name in descriptors.columns:
-        col = descriptors[name].to_numpy(float)
-        ok = np.isfinite(col) & np.isfinite(v) & np.isfinite(C).all(axis=1)
+    base = np.isfinite(v) & np.isfinite(C).all(axis=1)
+    X = descriptors.to_numpy(dtype=float)
+    finite = np.isfinite(X)
+    rows = []
+    full = (finite | ~base[:, None]).all(axis=0)  # columns whose missing values are all outside ``base``
+    groups = [(np.flatnonzero(full), base)] + [([j], base & finite[:, j]) for j in np.flatnonzero(~full)]
+    for cols, ok in groups:
         n = int(ok.sum())
-        if n < min_n or np.std(col[ok]) == 0 or np.std(v[ok]) == 0:
+        if not len(cols) or n < min_n or np.std(v[ok]) == 0:
             continue
-        rho = float(stats.spearmanr(v[ok], col[ok]).statistic)
+        Xs = X[np.ix_(ok, cols)]
+        sd = Xs.std(axis=0)
         Q = confound_basis(C[ok], n)
         q = Q.shape[1] - 1
-        partial = _corr(_residual_ranks(v[ok], Q), _residual_ranks(col[ok], Q)) if n - 3 - q > 0 else np.nan
-        lo, hi = _spearman_ci(partial, n, q)
-        rows.append({"descriptor": name.removeprefix("egemaps_"), "group": descriptor_group(name),
-                     "partial_spearman_rho": _clean(partial),
-                     "ci_low": _clean(lo), "ci_high": _clean(hi), "spearman_rho": _clean(rho),
-                     "n_controls": q, "n_participants": n})
-    rows.sort(key=lambda r: -abs(r["partial_spearman_rho"] or 0))
+        rv = stats.rankdata(v[ok])
+        R = stats.rankdata(Xs, axis=0)
+        rho = _column_corr(rv, R)
+        partial = _column_corr(rv - Q @ (Q.T @ rv), R - Q @ (Q.T @ R)) if n - 3 - q > 0 else np.full(len(cols), np.nan)
+        for k, j in enumerate(cols):
+            if sd[k] == 0:
+                continue
+            name = descriptors.columns[j]
+            lo, hi = _spearman_ci(partial[k], n, q)
+            rows.append({"descriptor": name.removeprefix("egemaps_"), "group": descriptor_group(name),
+                         "partial_spearman_rho": _clean(partial[k]), "ci_low": _clean(lo), "ci_high": _clean(hi),
+                         "spearman_rho": _clean(rho[k]), "n_controls": q, "n_participants": n})
+    rows.sort(key=lambda r: (-abs(r["partial_spearman_rho"] or 0), r["descriptor"]))
     return rows
+
+
+def _column_corr(a: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Pearson correlation of vector ``a`` with every column of ``B``."""
+    a = a - a.mean()
+    B = B - B.mean(axis=0)
+    den = np.sqrt((a @ a) * np.einsum("ij,ij->j", B, B))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a @ B) / den, np.nan)
 
 
 def select_features(target: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:

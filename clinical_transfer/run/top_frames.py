@@ -102,28 +102,36 @@ def locate_peaks(top: pd.DataFrame, sources: dict[str, str], encoder, sae,
 
 def thumbnail(rows: pd.DataFrame, windows: dict, sample_rate: int, title: str, path: Path) -> Path:
     """Log-mel pictures of the windows around each feature's peaks: one row per feature, one column per
-    recording rank. Synthetic audio only (the caller's duty; the PNG says so in its metadata)."""
+    recording rank, tiled into one image (one axes draws in a fraction of the time of a subplot grid).
+    Synthetic audio only (the caller's duty; the PNG says so in its metadata)."""
     import librosa
 
     from clinical_transfer.reporting.figures import plt, save_figure
 
     feats = list(dict.fromkeys(rows["feature"]))
     ncol = int(rows["rank"].max())
-    fig, axes = plt.subplots(len(feats), ncol, figsize=(2.0 * ncol, 1.35 * len(feats) + 0.6), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
+    n_mels, width = 48, int(WINDOW_S * sample_rate / 128) + 1
+    gap = 3
+    mosaic = np.full((len(feats) * (n_mels + gap), ncol * (width + gap)), np.nan)
     for i, f in enumerate(feats):
         for _, r in rows[rows["feature"] == f].iterrows():
-            ax = axes[i][int(r["rank"]) - 1]
             y = windows.get(r.name)
             if y is None or len(y) < 512:
                 continue
-            mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=512,
-                                                                     hop_length=128, n_mels=48), ref=np.max)
-            ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=-70, vmax=0)
-            ax.set_title(f"{f} #{int(r['rank'])} act {r['activation']:.2f}", fontsize=6)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+            mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=512, hop_length=128,
+                                                                     n_mels=n_mels), ref=np.max)[:, :width]
+            top, left = (len(feats) - 1 - i) * (n_mels + gap), (int(r["rank"]) - 1) * (width + gap)
+            mosaic[top:top + n_mels, left:left + mel.shape[1]] = mel
+    fig, ax = plt.subplots(figsize=(1.9 * ncol + 1.2, 0.75 * len(feats) + 0.9))
+    ax.imshow(mosaic, origin="lower", aspect="auto", cmap="magma", vmin=-70, vmax=0, interpolation="nearest")
+    ax.set_yticks([(len(feats) - 1 - i) * (n_mels + gap) + n_mels / 2 for i in range(len(feats))], feats, fontsize=6)
+    ax.set_xticks([c * (width + gap) + width / 2 for c in range(ncol)], [f"peak #{c + 1}" for c in range(ncol)],
+                  fontsize=6)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=7)
+    fig.subplots_adjust(left=0.2, right=0.98, bottom=0.14, top=0.88)
     return save_figure(fig, path, source=guardrails.SYNTHETIC_SOURCE)
 
 
