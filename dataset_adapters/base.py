@@ -77,6 +77,10 @@ _REGISTRY: dict[str, AdapterEntry] = {
     "coswara": AdapterEntry(
         "dataset_adapters.coswara:CoswaraAdapter", default_config="coswara.toml", licence="CC BY 4.0",
         citation="Bhattacharya et al. 2023, Coswara: a respiratory sounds and symptoms dataset (Sci Data 10:397)"),
+    "manifest": AdapterEntry(
+        "dataset_adapters.manifest:ManifestAdapter", default_config="manifest.toml",
+        licence="the corpus's own (state it in your report)",
+        citation="the corpus's own; any corpus as a CSV manifest (path, participant_id, segment_type, labels)"),
 }
 
 
