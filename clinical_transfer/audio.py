@@ -67,13 +67,56 @@ def _db(x: float) -> float:
     return float(20.0 * np.log10(max(x, 1e-12)))
 
 
-def decode(data: bytes | str | Path) -> tuple[np.ndarray, int]:
-    """Decode a WAV/FLAC/OGG file (path or bytes) to float32 of shape (samples, channels) and its rate.
+def _container(head: bytes) -> str | None:
+    """The container libsndfile cannot read, from a file's first bytes (None: leave it to libsndfile)."""
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "webm/matroska"
+    if head[4:8] == b"ftyp":
+        return "mp4/m4a"
+    if head.startswith(b"ID3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "mp3"
+    return None
 
-    Raises ``sf.LibsndfileError``/``RuntimeError``/``ValueError`` on unreadable input; callers that
-    build inventories use :func:`check` instead, which turns these into reasons.
+
+def _decode_av(src, container: str) -> tuple[np.ndarray, int]:
+    """Decode with PyAV (FFmpeg in its wheels): crowd-sourced corpora such as COUGHVID ship browser
+    recordings as WebM/Opus, which libsndfile does not read. Native rate and channels are kept."""
+    try:
+        import av  # start-up time: only corpora with such files pay for loading FFmpeg
+    except ImportError as exc:  # pragma: no cover - installed by the project's own files
+        raise ClinicalTransferError(f"{container} audio needs the av (PyAV) package",
+                                    "install the project with make (av is a dependency)") from exc
+    with av.open(src) as c:
+        if not c.streams.audio:
+            raise ValueError(f"no audio stream in the {container} file")
+        stream = c.streams.audio[0]
+        rate = int(stream.rate or stream.codec_context.sample_rate)
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
+        chunks = []
+        for frame in c.decode(stream):
+            chunks += [r.to_ndarray() for r in resampler.resample(frame)]
+        chunks += [r.to_ndarray() for r in resampler.resample(None)]
+    channels = stream.layout.nb_channels
+    x = np.concatenate(chunks, axis=1).T if chunks else np.zeros((0, channels), np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32), rate
+
+
+def decode(data: bytes | str | Path) -> tuple[np.ndarray, int]:
+    """Decode an audio file (path or bytes) to float32 of shape (samples, channels) and its rate.
+
+    WAV/FLAC/OGG (Vorbis, Opus) go through libsndfile; WebM/Matroska, MP4/M4A and MP3, which it does not
+    read, through PyAV. Raises on unreadable input; callers that build inventories use :func:`check`
+    instead, which turns errors into reasons.
     """
-    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else str(data)
+    if isinstance(data, (bytes, bytearray)):
+        head, src = bytes(data[:12]), io.BytesIO(data)
+    else:
+        with open(data, "rb") as fh:
+            head = fh.read(12)
+        src = str(data)
+    container = _container(head)
+    if container is not None:
+        return _decode_av(src, container)
     x, sr = sf.read(src, dtype="float32", always_2d=True)
     return x, int(sr)
 

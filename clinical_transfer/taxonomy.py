@@ -16,6 +16,9 @@ ANALYSED_GROUPS = ("prompted_speech", "vowel", "cough", "breath")
 
 #: Inventory statuses, in the order reports list them.
 STATUSES = ("ok", "missing", "unreadable", "silent", "too_short")
+#: A status an adapter may add: the corpus itself marks the recording unusable (COUGHVID's cough
+#: classifier below its threshold). Listed after the others, only when it occurs.
+EXCLUDED = "excluded"
 
 #: Split variables of the robustness checks when neither the caller nor the corpus says otherwise.
 #: Corpus-specific ones (Coswara's English proficiency) come from the adapter.

@@ -77,6 +77,10 @@ _REGISTRY: dict[str, AdapterEntry] = {
     "coswara": AdapterEntry(
         "dataset_adapters.coswara:CoswaraAdapter", default_config="coswara.toml", licence="CC BY 4.0",
         citation="Bhattacharya et al. 2023, Coswara: a respiratory sounds and symptoms dataset (Sci Data 10:397)"),
+    "coughvid": AdapterEntry(
+        "dataset_adapters.coughvid:CoughvidAdapter", default_config="coughvid.toml", licence="CC BY 4.0",
+        citation="Orlandic, Teijeiro, Atienza 2021, The COUGHVID crowdsourcing dataset, a corpus for the study of "
+                 "large-scale cough analysis algorithms (Sci Data 8:156, doi:10.1038/s41597-021-00937-4)"),
     "manifest": AdapterEntry(
         "dataset_adapters.manifest:ManifestAdapter", default_config="manifest.toml",
         licence="the corpus's own (state it in your report)",

@@ -85,7 +85,8 @@ def summary_text(result: InventoryResult) -> str:
     r = result.recordings
     lines = [f"participants: {r['participant_id'].nunique()}   recordings expected: {len(r)}"]
     by_status = r["status"].value_counts()
-    lines.append("status: " + ", ".join(f"{k} {int(by_status.get(k, 0))}" for k in STATUSES))
+    extra = sorted(set(by_status.index) - set(STATUSES))  # a corpus's own (COUGHVID: excluded by its classifier)
+    lines.append("status: " + ", ".join(f"{k} {int(by_status.get(k, 0))}" for k in (*STATUSES, *extra)))
     bad = result.excluded()
     if len(bad):
         lines.append("not ok, by reason:")
