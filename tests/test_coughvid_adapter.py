@@ -14,8 +14,7 @@ import pytest
 
 from clinical_transfer.audio import decode
 from clinical_transfer.errors import ClinicalTransferError
-from dataset_adapters import adapter_entry, get_adapter
-from dataset_adapters import synth
+from dataset_adapters import adapter_entry, get_adapter, synth
 
 HEADER = ["uuid", "datetime", "cough_detected", "latitude", "longitude", "age", "gender", "respiratory_condition",
           "fever_muscle_pain", "status"]
