@@ -179,10 +179,11 @@ def _json_problems(obj, rel: Path, min_cell: int) -> list[str]:
     (evidence packets, manifests): every dict is checked, at any depth."""
     out: list[str] = []
 
-    def walk(node) -> None:
+    def walk(node, root: bool = False) -> None:
         if isinstance(node, dict):
-            n = node.get("n_participants")
-            if isinstance(n, (int, float)) and not isinstance(n, bool) and n < min_cell and not node.get("suppressed"):
+            n = node.get("n_participants")  # a cell's count; the top level's is the corpus total (not a cell)
+            if (not root and isinstance(n, (int, float)) and not isinstance(n, bool) and n < min_cell
+                    and not node.get("suppressed")):
                 out.append(f"{rel}: a cell reports n_participants {n} < {min_cell} without suppression")
             label = node.get("feature_label")
             if isinstance(label, str) and DIAGNOSTIC_TERMS.search(label):
@@ -197,7 +198,7 @@ def _json_problems(obj, rel: Path, min_cell: int) -> list[str]:
             for v in node:
                 walk(v)
 
-    walk(obj)
+    walk(obj, root=True)
     return out
 
 

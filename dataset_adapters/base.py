@@ -81,6 +81,11 @@ _REGISTRY: dict[str, AdapterEntry] = {
         "dataset_adapters.coughvid:CoughvidAdapter", default_config="coughvid.toml", licence="CC BY 4.0",
         citation="Orlandic, Teijeiro, Atienza 2021, The COUGHVID crowdsourcing dataset, a corpus for the study of "
                  "large-scale cough analysis algorithms (Sci Data 8:156, doi:10.1038/s41597-021-00937-4)"),
+    "icbhi": AdapterEntry(
+        "dataset_adapters.icbhi:IcbhiAdapter", default_config="icbhi.toml",
+        licence="publicly available for research (see bhichallenge.med.auth.gr; cite the database paper)",
+        citation="Rocha et al. 2019, An open access database for the evaluation of respiratory sound "
+                 "classification algorithms (Physiol Meas 40:035001)"),
     "manifest": AdapterEntry(
         "dataset_adapters.manifest:ManifestAdapter", default_config="manifest.toml",
         licence="the corpus's own (state it in your report)",
