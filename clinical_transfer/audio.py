@@ -173,11 +173,14 @@ def measure(x: np.ndarray, sr: int, cfg: AudioCheckConfig = AudioCheckConfig()) 
 
 def check(data: bytes | str | Path, cfg: AudioCheckConfig = AudioCheckConfig()) -> AudioCheck:
     """Validate one recording. Never raises for bad audio: the problem becomes the reason."""
+    if isinstance(data, (bytes, bytearray)) and len(data) == 0:
+        return AudioCheck("unreadable", "empty file (0 bytes)")
     try:
         x, sr = decode(data)
     except Exception as exc:  # libsndfile reports corrupt/truncated files with many error types
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         msg = re.sub(r"^Error opening .*?: ", "", msg)  # drop the object repr (a memory address)
+        msg = re.sub(r"^\[Errno -?\d+\] (.*?)(: '<none>')?$", r"\1", msg)  # FFmpeg's errno and empty file name
         return AudioCheck("unreadable", f"cannot decode audio: {msg}")
     if x.size and not np.all(np.isfinite(x)):
         return AudioCheck("unreadable", "audio contains NaN or infinite samples")

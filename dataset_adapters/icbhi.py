@@ -179,10 +179,22 @@ class IcbhiAdapter:
                 rows.append({**base, "recording_id": f"{wav.stem}_c00", "source": None, "crackles": pd.NA,
                              "wheezes": pd.NA, "_reason": "no cycle annotation (.txt) beside the recording"})
                 continue
+            try:
+                length = sf.info(wav).duration
+            except (RuntimeError, sf.LibsndfileError):
+                length = np.inf  # unreadable: the audio checks give the reason
             for i, (start, end, crackles, wheezes) in enumerate((c[:4] for c in cycles), start=1):
-                src = cycle_source(wav, float(start), float(end))
-                rows.append({**base, "recording_id": f"{wav.stem}_c{i:02d}", "source": src,
-                             "crackles": crackles == "1", "wheezes": wheezes == "1", "_reason": ""})
+                start, end = float(start), float(end)
+                row = {**base, "recording_id": f"{wav.stem}_c{i:02d}", "crackles": crackles == "1",
+                       "wheezes": wheezes == "1"}
+                if start >= length:  # annotation times beyond the audio (happens in the published files)
+                    rows.append({**row, "source": None, "_reason": f"cycle {start:.2f}-{end:.2f} s starts after "
+                                                                   f"the recording ends ({length:.2f} s)"})
+                    continue
+                src = cycle_source(wav, start, end)
+                note = f"cycle end {end:.2f} s beyond the recording ({length:.2f} s): cut at its end" if (
+                    end > length + 1e-3) else ""
+                rows.append({**row, "source": src, "_reason": "", "_note": note})
                 sources.append(src)
         if odd:
             self.notes.append(f"{odd} .wav file(s) whose name is not PPP_RRR_LL_M_DEVICE ignored")
@@ -191,13 +203,15 @@ class IcbhiAdapter:
         seg = segment_of(rtype)
         out = []
         for r in tqdm(rows, desc="icbhi inventory", unit="cycle", disable=None if progress else True):
-            reason = r.pop("_reason")
+            reason, note = r.pop("_reason"), r.pop("_note", "")
             if r["source"] is None:
                 info = {**inspect(None, rtype), "status_reason": reason}
             elif check_audio:
                 src, data = next(cut)
                 assert src == r["source"]  # same order by construction
                 info = inspect(data, rtype, self.audio_check, tag)
+                if note:
+                    info["status_reason"] = "; ".join(x for x in (info["status_reason"], note) if x)
             else:
                 info = {**inspect(None, rtype), "status": "ok", "status_reason": "not validated (check_audio=False)"}
             out.append({**r, "dataset": self.name, "recording_type": rtype, "segment_group": seg.segment_group,

@@ -67,13 +67,15 @@ def corpus(tmp_path_factory):
             row.update(quality_1=("good", "ok", "poor", "no_cough")[i], diagnosis_1="healthy_cough", cough_type_1="dry")
         rows.append(row)
     (root / f"{uuid(99)}.webm").write_bytes(opus(np.zeros(48000), "webm"))  # audio without a metadata row
+    (root / f"{uuid(10)}.webm").write_bytes(b"\x1aE\xdf\xa3" + bytes(300))  # undecodable WebM
+    (root / f"{uuid(8)}.webm").write_bytes(b"")  # a zero-length upload
     pd.DataFrame(rows, columns=HEADER).to_csv(root / "metadata_compiled.csv", index=False)
     return root
 
 
 def test_webm_and_ogg_opus_decode_through_pyav_and_libsndfile(corpus):
-    for suffix in ("webm", "ogg"):
-        x, sr = decode(next(corpus.glob(f"*.{suffix}")).read_bytes())
+    for name in (f"{uuid(1)}.webm", f"{uuid(0)}.ogg"):
+        x, sr = decode((corpus / name).read_bytes())
         assert sr == 48000 and x.shape[1] == 1 and abs(x.shape[0] / sr - 2.0) < 0.05 and np.abs(x).max() > 0.05
 
 
@@ -85,7 +87,11 @@ def test_inventory_accounts_for_every_row_with_its_reason(corpus):
     assert status[uuid(5)] == "missing" and status[uuid(7)] == "excluded" and status[uuid(3)] == "ok"
     assert t.loc[t["recording_id"] == uuid(7), "status_reason"].item() == (
         "cough_detected 0.3120 < 0.8 (the corpus's cough classifier)")
-    assert (t["status"] == "ok").sum() == 10
+    reason = dict(zip(t["recording_id"], t["status_reason"]))
+    assert status[uuid(10)] == "unreadable" and reason[uuid(10)] == (
+        "cannot decode audio: Invalid data found when processing input")
+    assert status[uuid(8)] == "unreadable" and reason[uuid(8)] == "empty file (0 bytes)"
+    assert (t["status"] == "ok").sum() == 8
     assert "1 audio file(s) found under the uuid minus its last character" in adapter.notes
     assert "1 audio file(s) have no row in metadata_compiled.csv (ignored)" in adapter.notes
     assert "1 age value(s) outside 0-120 set to unknown" in adapter.notes
@@ -114,3 +120,32 @@ def test_listed_with_licence_and_citation_and_a_wrong_layout_is_one_clear_error(
     (tmp_path / "metadata_compiled.csv").write_text("uuid,age\nx,3\n")
     with pytest.raises(ClinicalTransferError, match="lacks column"):
         get_adapter("coughvid", tmp_path).recordings(progress=False)
+
+
+def test_run_overlay_end_to_end_on_the_fixture_passes_the_audit(corpus, tmp_path):
+    from clinical_transfer.cli import run_overlay_main
+    from clinical_transfer.guardrails import audit_run
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[dataset]
+name = "coughvid"
+data_root = "{corpus}"
+[guardrails]
+salt = "coughvid-test-salt-0123456789"
+[encoder]
+sae = "embedded"
+[analysis]
+confounds = ["sex"]
+strata = ["sex"]
+permutations = 50
+segment_groups = ["cough"]
+[[analysis.labels]]
+column = "covid_positive"
+""")
+    out = tmp_path / "out"
+    assert run_overlay_main(["--config", str(cfg), "--quiet", "--out", str(out)]) == 0
+    raw = [f"{uuid(i)}" for i in range(12)] + ["-77.7", "-177.7"]
+    assert audit_run(out, raw_ids=raw) == []
+    row = "| cough | excluded | cough_detected 0.3120 < 0.8 (the corpus's cough classifier) | 1 |"
+    assert row in (out / "REPORT.md").read_text()

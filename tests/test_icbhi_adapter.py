@@ -38,6 +38,8 @@ def corpus(tmp_path_factory):
                 (db / f"{stem}.txt").write_text("\n".join(lines) + "\n")
             stems.append(stem)
     (db / "notes_readme.wav").write_bytes(b"RIFF")  # not a recording name: ignored and noted
+    # annotation times beyond the audio (7 s): one cycle ends after it, one starts after it
+    (db / f"{stems[0]}.txt").write_text((db / f"{stems[0]}.txt").read_text() + "6.000\t7.900\t0\t0\n8.000\t9.000\t0\t0\n")
     diag = {101: "COPD", 102: "Healthy", 103: "URTI", 104: "Healthy", 105: "COPD", 106: "Pneumonia"}
     (top / "ICBHI_Challenge_diagnosis.txt").write_text("".join(f"{p}\t{d}\n" for p, d in diag.items()))
     demo = ["101\t70\tM\t25.1\tNA\tNA", "102\t0.5\tF\tNA\t7.2\t66", "103\t43\tF\t22\tNA\tNA", "104\t150\tM\t24\tNA\tNA",
@@ -52,7 +54,12 @@ def test_every_cycle_is_a_breath_recording_with_its_annotation(corpus):
     adapter = get_adapter("icbhi", corpus.parent)
     t = adapter.recordings(progress=False)
     assert t["segment_group"].eq("breath").all() and t["task"].eq("breath").all()
-    annotated = t[t["status"] == "ok"]
+    late = t[t["recording_id"].isin(["101_1b1_Tc_sc_AKGC417L_c04", "101_1b1_Tc_sc_AKGC417L_c05"])]
+    assert list(late["status"]) == ["ok", "missing"]
+    assert list(late["status_reason"]) == ["cycle end 7.90 s beyond the recording (7.00 s): cut at its end",
+                                           "cycle 8.00-9.00 s starts after the recording ends (7.00 s)"]
+    assert late["duration_s"].iloc[0] == pytest.approx(1.0, abs=1e-3)
+    annotated = t[(t["status"] == "ok") & ~t["recording_id"].isin(late["recording_id"])]
     assert len(annotated) == 3 * 7 and annotated["duration_s"].round(2).eq(1.7).all()  # 5 patients, 7 recordings
     assert set(annotated["sample_rate_hz"]) == {4000, 44100}
     missing = t[t["participant_id"] == "106"]
@@ -87,3 +94,31 @@ def test_listed_and_a_wrong_layout_is_one_clear_error(tmp_path):
     assert "Physiol Meas 40:035001" in adapter_entry("icbhi").citation
     with pytest.raises(ClinicalTransferError, match="ICBHI_Challenge_diagnosis.txt not found"):
         get_adapter("icbhi", tmp_path)
+
+
+def test_run_overlay_end_to_end_on_the_fixture_passes_the_audit(corpus, tmp_path):
+    from clinical_transfer.cli import run_overlay_main
+    from clinical_transfer.guardrails import audit_run
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[dataset]
+name = "icbhi"
+data_root = "{corpus}"
+[guardrails]
+salt = "icbhi-test-salt-0123456789"
+[encoder]
+sae = "embedded"
+[analysis]
+confounds = ["device"]
+strata = ["device"]
+permutations = 50
+segment_groups = ["breath"]
+[[analysis.labels]]
+column = "crackles"
+""")
+    out = tmp_path / "out"
+    assert run_overlay_main(["--config", str(cfg), "--quiet", "--out", str(out)]) == 0
+    assert audit_run(out) == []
+    report = (out / "REPORT.md").read_text()
+    assert "starts after the recording ends" in report

@@ -92,7 +92,8 @@ def code_label(meta: pd.DataFrame, spec: LabelSpec) -> Coded:
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw) and len(levels) > 2:
         return Coded(numeric.to_numpy(dtype=float, na_value=np.nan), "per unit", False)
     if len(levels) == 2:
-        x = np.where(text == levels[0], 1.0, np.where(text == levels[1], 0.0, np.nan))
+        first, second = ((text == v).fillna(False).to_numpy(bool) for v in levels)  # missing: outside
+        x = np.where(first, 1.0, np.where(second, 0.0, np.nan))
         return Coded(x, f"{levels[0]} vs {levels[1]}", True)
     raise ClinicalTransferError(
         f"label {col!r} has {len(levels)} levels ({', '.join(levels[:8])}{'...' if len(levels) > 8 else ''})",
