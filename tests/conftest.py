@@ -53,3 +53,33 @@ def run_demo(root: Path, config_text: str, out_name: str = "run") -> Path:
     out = root / out_name
     assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out)]) == 0
     return out
+
+
+def run_corpus(tmp_path: Path, dataset: str, data_root: Path, label: str, confounds: list[str], group: str,
+               label_extra: str = "") -> Path:
+    """Run ``run-overlay`` on a corpus fixture (embedded SAE, few permutations, no evidence packets);
+    ``label_extra`` is added to the label's table. Returns the output folder."""
+    from clinical_transfer.cli import run_overlay_main
+
+    cfg = tmp_path / f"{dataset}.toml"
+    cfg.write_text(f"""
+[dataset]
+name = "{dataset}"
+data_root = "{data_root}"
+[guardrails]
+salt = "{dataset}-test-salt-0123456789"
+[encoder]
+sae = "embedded"
+[analysis]
+confounds = {confounds!r}
+strata = {confounds[:1]!r}
+permutations = 50
+min_stratum = 10
+evidence = false
+segment_groups = ["{group}"]
+[[analysis.labels]]
+column = "{label}"
+""".replace("'", '"') + label_extra + "\n")
+    out = tmp_path / f"{dataset}_out"
+    assert run_overlay_main(["--config", str(cfg), "--quiet", "--out", str(out)]) == 0
+    return out

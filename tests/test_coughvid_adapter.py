@@ -15,6 +15,7 @@ import pytest
 from clinical_transfer.audio import decode
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import adapter_entry, get_adapter, synth
+from tests.conftest import run_corpus
 
 HEADER = ["uuid", "datetime", "cough_detected", "latitude", "longitude", "age", "gender", "respiratory_condition",
           "fever_muscle_pain", "status"]
@@ -123,28 +124,9 @@ def test_listed_with_licence_and_citation_and_a_wrong_layout_is_one_clear_error(
 
 
 def test_run_overlay_end_to_end_on_the_fixture_passes_the_audit(corpus, tmp_path):
-    from clinical_transfer.cli import run_overlay_main
     from clinical_transfer.guardrails import audit_run
 
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f"""
-[dataset]
-name = "coughvid"
-data_root = "{corpus}"
-[guardrails]
-salt = "coughvid-test-salt-0123456789"
-[encoder]
-sae = "embedded"
-[analysis]
-confounds = ["sex"]
-strata = ["sex"]
-permutations = 50
-segment_groups = ["cough"]
-[[analysis.labels]]
-column = "covid_positive"
-""")
-    out = tmp_path / "out"
-    assert run_overlay_main(["--config", str(cfg), "--quiet", "--out", str(out)]) == 0
+    out = run_corpus(tmp_path, "coughvid", corpus, "covid_positive", ["sex"], "cough")
     raw = [f"{uuid(i)}" for i in range(12)] + ["-77.7", "-177.7"]
     assert audit_run(out, raw_ids=raw) == []
     row = "| cough | excluded | cough_detected 0.3120 < 0.8 (the corpus's cough classifier) | 1 |"

@@ -14,6 +14,7 @@ from clinical_transfer.audio import decode
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import adapter_entry, get_adapter, synth
 from dataset_adapters.icbhi import read_cycles
+from tests.conftest import run_corpus
 
 DEVICES = {"AKGC417L": 44100, "Meditron": 4000, "LittC2SE": 4000, "Litt3200": 4000}
 
@@ -97,28 +98,8 @@ def test_listed_and_a_wrong_layout_is_one_clear_error(tmp_path):
 
 
 def test_run_overlay_end_to_end_on_the_fixture_passes_the_audit(corpus, tmp_path):
-    from clinical_transfer.cli import run_overlay_main
     from clinical_transfer.guardrails import audit_run
 
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f"""
-[dataset]
-name = "icbhi"
-data_root = "{corpus}"
-[guardrails]
-salt = "icbhi-test-salt-0123456789"
-[encoder]
-sae = "embedded"
-[analysis]
-confounds = ["device"]
-strata = ["device"]
-permutations = 50
-segment_groups = ["breath"]
-[[analysis.labels]]
-column = "crackles"
-""")
-    out = tmp_path / "out"
-    assert run_overlay_main(["--config", str(cfg), "--quiet", "--out", str(out)]) == 0
+    out = run_corpus(tmp_path, "icbhi", corpus, "crackles", ["device"], "breath")
     assert audit_run(out) == []
-    report = (out / "REPORT.md").read_text()
-    assert "starts after the recording ends" in report
+    assert "starts after the recording ends" in (out / "REPORT.md").read_text()
