@@ -86,6 +86,10 @@ _REGISTRY: dict[str, AdapterEntry] = {
         licence="publicly available for research (see bhichallenge.med.auth.gr; cite the database paper)",
         citation="Rocha et al. 2019, An open access database for the evaluation of respiratory sound "
                  "classification algorithms (Physiol Meas 40:035001)"),
+    "ukcovid": AdapterEntry(
+        "dataset_adapters.ukcovid:UKCovidAdapter", default_config="ukcovid.toml", licence="Open Government Licence v3.0",
+        citation="The UK COVID-19 Vocal Audio Dataset Open Access Edition, UK Health Security Agency, 2023, licensed "
+                 "under the Open Government Licence v3.0; Budd et al. 2024 (Sci Data, doi:10.1038/s41597-024-03492-w)"),
     "manifest": AdapterEntry(
         "dataset_adapters.manifest:ManifestAdapter", default_config="manifest.toml",
         licence="the corpus's own (state it in your report)",

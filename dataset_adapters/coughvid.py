@@ -47,8 +47,7 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.taxonomy import EXCLUDED
 from dataset_adapters import archive
-from dataset_adapters.base import RECORDING_COLUMNS
-from dataset_adapters.inventory import inspect
+from dataset_adapters.inventory import finish_table, inspect
 from dataset_adapters.manifest import normalise_demographics
 from dataset_adapters.segments import segment_of
 from dataset_adapters.tagger import TaggerConfig
@@ -185,12 +184,7 @@ class CoughvidAdapter:
             n = int((table["status"] == "missing").sum())
             table = table[table["status"] != "missing"]
             self.notes.append(f"only_with_audio: {n} recording(s) without audio left out")
-        for col in ("sample_rate_hz", "n_channels"):
-            table[col] = table[col].astype("Float64").round().astype("Int64")
-        table["tag_agreement"] = table["tag_agreement"].astype("boolean")
-        other = [c for c in table.columns if c not in RECORDING_COLUMNS]
-        table = table[list(RECORDING_COLUMNS) + other]
-        return table.sort_values("recording_id", kind="stable").reset_index(drop=True)
+        return finish_table(table)
 
     def read_sources(self, sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
         return archive.read_sources(sources)

@@ -47,8 +47,7 @@ from tqdm.auto import tqdm
 
 from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
-from dataset_adapters.base import RECORDING_COLUMNS
-from dataset_adapters.inventory import inspect
+from dataset_adapters.inventory import finish_table, inspect
 from dataset_adapters.manifest import normalise_demographics
 from dataset_adapters.segments import segment_of
 from dataset_adapters.tagger import TaggerConfig
@@ -221,14 +220,9 @@ class IcbhiAdapter:
         unknown = sorted(set(table["participant_id"]) - set(meta["participant_id"]))
         if unknown:
             self.notes.append(f"{len(unknown)} patient(s) with audio have no diagnosis/demographic row")
-        for col in ("sample_rate_hz", "n_channels", "quality"):
-            table[col] = pd.to_numeric(table[col], errors="coerce").round().astype("Int64")
         for col in ("crackles", "wheezes"):
             table[col] = table[col].astype("boolean")
-        table["tag_agreement"] = table["tag_agreement"].astype("boolean")
-        other = [c for c in table.columns if c not in RECORDING_COLUMNS]
-        table = table[list(RECORDING_COLUMNS) + other]
-        return table.sort_values("recording_id", kind="stable").reset_index(drop=True)
+        return finish_table(table)
 
     def read_sources(self, sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
         return read_cycles(sources)

@@ -46,6 +46,23 @@ def inspect(
     return row
 
 
+def finish_table(table: pd.DataFrame, sort_by: list[str] | str = "recording_id") -> pd.DataFrame:
+    """The Recording table's common tail: every adapter's columns typed alike (nullable integers, a
+    nullable boolean agreement), :data:`~dataset_adapters.base.RECORDING_COLUMNS` first, rows sorted."""
+    from dataset_adapters.base import RECORDING_COLUMNS
+
+    table = table.copy()
+    for col in ("wave", "quality"):
+        if col not in table.columns:
+            table[col] = pd.NA
+    for col in ("sample_rate_hz", "n_channels", "quality"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").round().astype("Int64")
+    table["tag_agreement"] = table["tag_agreement"].astype("boolean")
+    other = [c for c in table.columns if c not in RECORDING_COLUMNS]
+    table = table[list(RECORDING_COLUMNS) + other]
+    return table.sort_values(sort_by, kind="stable").reset_index(drop=True)
+
+
 def status_counts(recordings: pd.DataFrame) -> pd.DataFrame:
     """Counts of recordings by (segment group, status, reason): the inclusion/exclusion table."""
     return (

@@ -20,7 +20,9 @@ column                    meaning
 ``age``                   optional, years; values outside 0-120 become unknown (counted in the notes)
 ``sex``                   optional; female/male/f/m/woman/man (any case), anything else unknown
 ``wave``                  optional collection period (a confound and split variable)
-any other column          carried through unchanged as a label or confound for ``[[analysis.labels]]``
+any other column          carried through unchanged as a label or confound for ``[[analysis.labels]]``,
+                          except location, contact and free-text columns (postcode, address, e-mail,
+                          GPS, comments...: ``dataset_adapters.privacy``), which are never read
 ========================  =========================================================================
 """
 
@@ -36,7 +38,8 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
 from dataset_adapters.base import RECORDING_COLUMNS
-from dataset_adapters.inventory import inspect
+from dataset_adapters.inventory import finish_table, inspect
+from dataset_adapters.privacy import drop_sensitive
 from dataset_adapters.segments import SEGMENT_TYPES, segment_of
 from dataset_adapters.tagger import TaggerConfig
 
@@ -44,7 +47,7 @@ REQUIRED = ("path", "participant_id", "segment_type")
 MANIFEST_NAMES = ("manifest.csv", "metadata.csv")
 #: A segment group or task name given as ``segment_type`` -> the recording type that stands for it.
 _ALIASES = {"prompted_speech": "reading", "vowel": "vowel-a", "sustained_vowel": "vowel-a", "counting": "counting-normal",
-            "breathing": "breath", "exhalation": "breath", "three-cough": "cough", "three_cough": "cough"}
+            "breathing": "breath", "three_cough": "three-cough"}
 _SEX = {"female": "female", "f": "female", "woman": "female", "male": "male", "m": "male", "man": "male"}
 
 
@@ -114,6 +117,7 @@ class ManifestAdapter:
             raise ClinicalTransferError(f"manifest {self.manifest_path} cannot be read as CSV ({exc})",
                                         "save it as UTF-8 CSV with a header row") from exc
         table.columns = [str(c).strip() for c in table.columns]
+        table = drop_sensitive(table, self.notes, "the manifest")
         missing = [c for c in REQUIRED if c not in table.columns]
         if missing:
             raise ClinicalTransferError(f"manifest {self.manifest_path.name} lacks column(s) {', '.join(missing)}",
@@ -166,16 +170,7 @@ class ManifestAdapter:
             left = out["participant_id"].nunique() - len(with_audio)
             out = out[out["participant_id"].isin(with_audio)]
             self.notes.append(f"only_with_audio: {left} participant(s) without any audio left out")
-        for col in ("wave", "quality"):
-            if col not in out.columns:
-                out[col] = pd.NA
-        out["quality"] = pd.to_numeric(out["quality"], errors="coerce").round().astype("Int64")
-        for col in ("sample_rate_hz", "n_channels"):
-            out[col] = out[col].astype("Float64").round().astype("Int64")
-        out["tag_agreement"] = out["tag_agreement"].astype("boolean")
-        other = [c for c in out.columns if c not in RECORDING_COLUMNS]
-        out = out[list(RECORDING_COLUMNS) + other]
-        return out.sort_values(["participant_id", "recording_id"], kind="stable").reset_index(drop=True)
+        return finish_table(out, ["participant_id", "recording_id"])
 
     def read_sources(self, sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
         return archive.read_sources(sources)

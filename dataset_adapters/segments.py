@@ -26,8 +26,8 @@ _RULES: dict[tuple[str, ...], tuple[str, str, bool]] = {
     ("recitation",): ("prompted_speech", "recitation", True),
     ("reading",): ("prompted_speech", "reading", True),
     ("vowel-a", "vowel-e", "vowel-o"): ("vowel", "sustained_vowel", True),
-    ("cough-heavy", "cough-shallow", "cough"): ("cough", "cough", False),
-    ("breathing-deep", "breathing-shallow", "breath"): ("breath", "breath", False),
+    ("cough-heavy", "cough-shallow", "cough", "three-cough"): ("cough", "cough", False),
+    ("breathing-deep", "breathing-shallow", "breath", "exhalation"): ("breath", "breath", False),
 }
 SEGMENT_TYPES: dict[str, SegmentType] = {t: SegmentType(t, *rule) for types, rule in _RULES.items() for t in types}
 

@@ -13,6 +13,7 @@ import pytest
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import get_adapter
 from dataset_adapters.manifest import normalise_segment_type
+from dataset_adapters.segments import segment_of
 from tests.conftest import run_corpus
 
 
@@ -26,6 +27,7 @@ def write_manifest(corpus: Path, recs: pd.DataFrame, out: Path, **extra) -> Path
     rows = rows.rename(columns={"recording_type": "segment_type"}).drop(columns="source")
     rows = rows.merge(people[["participant_id", "age", "sex", "asthma"]], on="participant_id", how="left")
     rows = rows.merge(recs.drop_duplicates("participant_id")[["participant_id", "st"]], on="participant_id")
+    rows["postcode"] = "SW1A 1AA"  # a location column: never read
     for k, v in extra.items():
         rows[k] = v
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -49,13 +51,14 @@ def test_the_manifest_accounts_for_the_same_recordings_as_the_coswara_adapter(ma
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
     assert set(got["status"]) == set(want["status"]) and (got["status"] == "missing").sum() == 1
     assert got["dataset"].eq("manifest").all() and {"st", "asthma"} <= set(got.columns)
+    assert "postcode" not in got.columns and "SW1A 1AA" not in set(got.astype(str).to_numpy().ravel())
 
 
 def test_segment_types_groups_and_tasks_map_onto_the_taxonomy():
     assert normalise_segment_type("Vowel") == "vowel-a"
     assert normalise_segment_type("counting") == "counting-normal"
-    assert normalise_segment_type("three-cough") == "cough"
-    assert normalise_segment_type("exhalation") == "breath"
+    assert segment_of(normalise_segment_type("three_cough")).segment_group == "cough"
+    assert segment_of(normalise_segment_type("exhalation")).segment_group == "breath"
     assert normalise_segment_type("whistle") == "whistle"  # unknown: group "other", reported
 
 
