@@ -90,6 +90,10 @@ _REGISTRY: dict[str, AdapterEntry] = {
         "dataset_adapters.ukcovid:UKCovidAdapter", default_config="ukcovid.toml", licence="Open Government Licence v3.0",
         citation="The UK COVID-19 Vocal Audio Dataset Open Access Edition, UK Health Security Agency, 2023, licensed "
                  "under the Open Government Licence v3.0; Budd et al. 2024 (Sci Data, doi:10.1038/s41597-024-03492-w)"),
+    "hf-folder": AdapterEntry(
+        "dataset_adapters.hf_folder:HfFolderAdapter", default_config="hf-folder.toml",
+        licence="the corpus's own (state it in your report)",
+        citation="the corpus's own; a local Hugging Face datasets folder (save_to_disk, or an audiofolder)"),
     "manifest": AdapterEntry(
         "dataset_adapters.manifest:ManifestAdapter", default_config="manifest.toml",
         licence="the corpus's own (state it in your report)",

@@ -118,6 +118,8 @@ class ManifestAdapter:
                                         "save it as UTF-8 CSV with a header row") from exc
         table.columns = [str(c).strip() for c in table.columns]
         table = drop_sensitive(table, self.notes, "the manifest")
+        if "path" not in table.columns and "file_name" in table.columns:  # a Hugging Face audiofolder
+            table = table.rename(columns={"file_name": "path"})
         missing = [c for c in REQUIRED if c not in table.columns]
         if missing:
             raise ClinicalTransferError(f"manifest {self.manifest_path.name} lacks column(s) {', '.join(missing)}",
