@@ -93,3 +93,5 @@ def test_run_overlay_end_to_end_on_the_fixture_passes_the_audit(corpus, tmp_path
 
     out = run_corpus(tmp_path, "ukcovid", corpus, "covid_positive", ["sex"], "cough")
     assert audit_run(out, raw_ids=[f"UK{i:05d}" for i in range(14)] + ["my neighbour Jane"]) == []
+    assert "- licence: Open Government Licence v3.0; cite: The UK COVID-19 Vocal Audio Dataset" in (
+        out / "REPORT.md").read_text()

@@ -204,6 +204,7 @@ def render_markdown(run, out: str | Path) -> Path:
         "",
         "## Data provenance and inclusion",
         f"- corpus: {run.dataset} ({run.corpus_note})",
+        *([f"- licence: {run.corpus['licence']}; cite: {run.corpus['citation']}"] if getattr(run, "corpus", None) else []),
         f"- config: {run.config_source}",
         f"- participants: {inv.n_participants}; recordings expected: {inv.n_recordings}; "
         f"scored: {run.n_scored}",

@@ -65,6 +65,8 @@ class RunResult:
     """Per label, the evidence packets written (segment group, feature, verdict, top descriptor)."""
     top_frames: dict = field(default_factory=dict)
     """Counts of the top-activating frame search (features located, demo thumbnails drawn)."""
+    corpus: dict = field(default_factory=dict)
+    """The corpus's licence and citation (from the adapter registry), carried into manifest and report."""
     manifest: dict = field(default_factory=dict)
 
     def target(self, label: str) -> pd.DataFrame:
