@@ -12,7 +12,8 @@ from dataset_adapters import get_adapter
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(ClinicalTransferError) as e:
         get_adapter("coswaraa", tmp_path)
-    assert str(e.value) == "unknown dataset 'coswaraa'. Fix: use one of: coswara, coughvid, icbhi, manifest, ukcovid."
+    assert str(e.value) == ("unknown dataset 'coswaraa'. Fix: use one of: "
+                            "coswara, coughvid, hf-folder, icbhi, manifest, ukcovid.")
 
 
 def test_data_root_that_is_not_coswara(tmp_path):
