@@ -128,6 +128,7 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
     run_dir = Path(run_dir)
     problems: list[str] = []
     ids = [i for i in (raw_ids or []) if len(i) >= 8]
+    demo_run = _is_demo_run(run_dir)  # read once: every picture of audio is judged against it
     for f in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         rel = f.relative_to(run_dir)
         if f.suffix.lower() in AUDIO_SUFFIXES:
@@ -158,7 +159,7 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
             if info.get("Description") != BANNER:
                 problems.append(f"{rel}: figure lacks the non-diagnostic label")
             if (info.get("Source") or f.stem in AUDIO_PICTURES) and not (
-                    info.get("Source") == SYNTHETIC_SOURCE and _is_demo_run(run_dir)):
+                    info.get("Source") == SYNTHETIC_SOURCE and demo_run):
                 problems.append(f"{rel}: a picture of audio in a run that is not on the synthetic demo corpus "
                                 "(a spectrogram of a real recording may not be written)")
             continue

@@ -45,6 +45,27 @@ RECORDING_COLUMNS = (
 )
 
 
+_SEX = {"female": "female", "f": "female", "woman": "female", "male": "male", "m": "male", "man": "male"}
+
+
+def normalise_demographics(table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """``age`` numeric within 0-120 (others unknown, counted), ``sex`` female/male (others unknown)."""
+    out = table.copy()
+    if "age" in out.columns:
+        age = pd.to_numeric(out["age"], errors="coerce")
+        bad = age.notna() & ~age.between(0, 120)
+        if bad.any():
+            notes.append(f"{int(bad.sum())} age value(s) outside 0-120 set to unknown")
+        out["age"] = age.where(~bad).astype("Float64")
+    else:
+        out["age"] = pd.array([pd.NA] * len(out), dtype="Float64")
+    if "sex" in out.columns:
+        out["sex"] = out["sex"].astype("string").str.strip().str.lower().map(_SEX).astype("string")
+    else:
+        out["sex"] = pd.array([pd.NA] * len(out), dtype="string")
+    return out
+
+
 class Adapter(Protocol):
     """What a corpus adapter provides."""
 

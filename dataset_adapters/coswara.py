@@ -23,8 +23,8 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
 from dataset_adapters.base import RECORDING_COLUMNS
-from dataset_adapters.inventory import inspect
-from dataset_adapters.segments import COSWARA_TYPES, segment_of
+from dataset_adapters.inventory import inspect, unvalidated
+from dataset_adapters.segments import COSWARA_TYPES, segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
 PUBLISHED_AT = "https://github.com/iiscleap/Coswara-Data"
@@ -241,8 +241,7 @@ class CoswaraAdapter:
         def add(key: tuple[str, str], source: str, data: bytes | None) -> None:
             if key in rows or key[0] not in known:
                 return
-            info = inspect(data, key[1], self.audio_check, tag) if check_audio else {
-                **inspect(None, key[1]), "status": "ok", "status_reason": "not validated (check_audio=False)"}
+            info = inspect(data, key[1], self.audio_check, tag) if check_audio else unvalidated(key[1])
             rows[key] = {"source": source, **info}
             bar.update(1)
 
@@ -268,11 +267,9 @@ class CoswaraAdapter:
         for pid in participants:
             for rtype in COSWARA_TYPES:
                 info = rows.get((pid, rtype), {"source": None, **missing})
-                seg = segment_of(rtype)
                 records.append({
                     "recording_id": f"{pid}_{rtype}", "participant_id": pid, "dataset": self.name,
-                    "recording_type": rtype, "segment_group": seg.segment_group, "task": seg.task,
-                    "prompted_task": seg.prompted_task, "quality": quality.get(f"{pid}_{rtype}"), **info,
+                    **segment_fields(rtype), "quality": quality.get(f"{pid}_{rtype}"), **info,
                 })
         table = pd.DataFrame.from_records(records)
         for col in ("quality", "sample_rate_hz", "n_channels"):

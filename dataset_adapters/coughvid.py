@@ -47,9 +47,9 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.taxonomy import EXCLUDED
 from dataset_adapters import archive
-from dataset_adapters.inventory import finish_table, inspect
-from dataset_adapters.manifest import normalise_demographics
-from dataset_adapters.segments import segment_of
+from dataset_adapters.base import normalise_demographics
+from dataset_adapters.inventory import finish_table, inspect, unvalidated
+from dataset_adapters.segments import segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
 METADATA = "metadata_compiled.csv"
@@ -149,7 +149,6 @@ class CoughvidAdapter:
         meta = self.metadata()
         files = self._audio_files()
         rtype = "cough"
-        seg = segment_of(rtype)
         rows, renamed = [], 0
         for _, m in tqdm(meta.iterrows(), total=len(meta), desc="coughvid inventory", unit="rec",
                          disable=None if progress else True):
@@ -159,7 +158,7 @@ class CoughvidAdapter:
                 path, renamed = files[uuid[:-1]], renamed + 1
             data = path.read_bytes() if path is not None and check_audio else None
             if path is not None and not check_audio:
-                info = {**inspect(None, rtype), "status": "ok", "status_reason": "not validated (check_audio=False)"}
+                info = unvalidated(rtype)
             else:
                 info = inspect(data, rtype, self.audio_check, tag)
             cd = m["cough_detected"]
@@ -169,9 +168,7 @@ class CoughvidAdapter:
                         "status_reason": f"cough_detected {shown} < {self.cough_detected_min:g} (the corpus's cough "
                                          "classifier)"}
             rows.append({"recording_id": uuid, "participant_id": uuid, "dataset": self.name,
-                         "source": str(path) if path is not None else None, "recording_type": rtype,
-                         "segment_group": seg.segment_group, "task": seg.task, "prompted_task": seg.prompted_task,
-                         **info})
+                         "source": str(path) if path is not None else None, **segment_fields(rtype), **info})
         if renamed:
             self.notes.append(f"{renamed} audio file(s) found under the uuid minus its last character")
         stray = set(files) - set(meta["participant_id"]) - {u[:-1] for u in meta["participant_id"]}

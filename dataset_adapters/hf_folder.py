@@ -24,10 +24,11 @@ from tqdm.auto import tqdm
 
 from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
-from dataset_adapters.inventory import finish_table, inspect
-from dataset_adapters.manifest import ManifestAdapter, normalise_demographics, normalise_segment_type
+from dataset_adapters.base import normalise_demographics
+from dataset_adapters.inventory import finish_table, inspect, unvalidated
+from dataset_adapters.manifest import ManifestAdapter, normalise_segment_type
 from dataset_adapters.privacy import drop_sensitive
-from dataset_adapters.segments import segment_of
+from dataset_adapters.segments import segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
 ROW = "#row="
@@ -111,15 +112,11 @@ class HfFolderAdapter:
             rtype = normalise_segment_type(r["segment_type"])
             cell = column[i].as_py() or {}
             data = cell.get("bytes") if check_audio else None
-            info = inspect(data, rtype, self.audio_check, tag) if check_audio else {
-                **inspect(None, rtype), "status": "ok", "status_reason": "not validated (check_audio=False)"}
+            info = inspect(data, rtype, self.audio_check, tag) if check_audio else unvalidated(rtype)
             if check_audio and data is None:
                 info["status_reason"] = "no audio bytes in the row"
-            seg = segment_of(rtype)
             rows.append({"recording_id": r["recording_id"], "participant_id": r["participant_id"], "dataset": self.name,
-                         "source": f"{self.data_root}{ROW}{i}", "recording_type": rtype,
-                         "segment_group": seg.segment_group, "task": seg.task, "prompted_task": seg.prompted_task,
-                         **info})
+                         "source": f"{self.data_root}{ROW}{i}", **segment_fields(rtype), **info})
         out = pd.DataFrame.from_records(rows)
         extra = [c for c in table.columns if c not in ("segment_type", "recording_id", "participant_id")]
         out = out.merge(table[["recording_id", *extra]], on="recording_id", how="left", validate="one_to_one")

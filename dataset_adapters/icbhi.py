@@ -47,9 +47,9 @@ from tqdm.auto import tqdm
 
 from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
-from dataset_adapters.inventory import finish_table, inspect
-from dataset_adapters.manifest import normalise_demographics
-from dataset_adapters.segments import segment_of
+from dataset_adapters.base import normalise_demographics
+from dataset_adapters.inventory import finish_table, inspect, unvalidated
+from dataset_adapters.segments import segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
 FOLDER = "ICBHI_final_database"
@@ -199,7 +199,6 @@ class IcbhiAdapter:
             self.notes.append(f"{odd} .wav file(s) whose name is not PPP_RRR_LL_M_DEVICE ignored")
         cut = read_cycles(sources) if check_audio else iter(())  # streamed in row order: one cycle in memory
         rtype = "breath"
-        seg = segment_of(rtype)
         out = []
         for r in tqdm(rows, desc="icbhi inventory", unit="cycle", disable=None if progress else True):
             reason, note = r.pop("_reason"), r.pop("_note", "")
@@ -212,9 +211,8 @@ class IcbhiAdapter:
                 if note:
                     info["status_reason"] = "; ".join(x for x in (info["status_reason"], note) if x)
             else:
-                info = {**inspect(None, rtype), "status": "ok", "status_reason": "not validated (check_audio=False)"}
-            out.append({**r, "dataset": self.name, "recording_type": rtype, "segment_group": seg.segment_group,
-                        "task": seg.task, "prompted_task": seg.prompted_task, "quality": pd.NA, **info})
+                info = unvalidated(rtype)
+            out.append({**r, "dataset": self.name, **segment_fields(rtype), "quality": pd.NA, **info})
         table = pd.DataFrame.from_records(out)
         table = table.merge(meta, on="participant_id", how="left", validate="many_to_one")
         unknown = sorted(set(table["participant_id"]) - set(meta["participant_id"]))

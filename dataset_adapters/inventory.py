@@ -21,6 +21,14 @@ _MEASURES = ("sample_rate_hz", "n_channels", "duration_s", "peak_dbfs", "rms_dbf
              "clipped_fraction")
 
 
+UNVALIDATED = "not validated (check_audio=False)"
+
+
+def unvalidated(recording_type: str) -> dict:
+    """Inventory fields of a recording whose file exists but was not read (``check_audio=False``)."""
+    return {**inspect(None, recording_type), "status": "ok", "status_reason": UNVALIDATED}
+
+
 def inspect(
     data: bytes | None,
     recording_type: str,

@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
-from dataset_adapters.base import RECORDING_COLUMNS
-from dataset_adapters.inventory import finish_table, inspect
+from dataset_adapters.base import RECORDING_COLUMNS, normalise_demographics
+from dataset_adapters.inventory import finish_table, inspect, unvalidated
 from dataset_adapters.privacy import drop_sensitive
-from dataset_adapters.segments import SEGMENT_TYPES, segment_of
+from dataset_adapters.segments import SEGMENT_TYPES, segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
 REQUIRED = ("path", "participant_id", "segment_type")
@@ -48,7 +48,6 @@ MANIFEST_NAMES = ("manifest.csv", "metadata.csv")
 #: A segment group or task name given as ``segment_type`` -> the recording type that stands for it.
 _ALIASES = {"prompted_speech": "reading", "vowel": "vowel-a", "sustained_vowel": "vowel-a", "counting": "counting-normal",
             "breathing": "breath", "three_cough": "three-cough"}
-_SEX = {"female": "female", "f": "female", "woman": "female", "male": "male", "m": "male", "man": "male"}
 
 
 def normalise_segment_type(value: str) -> str:
@@ -58,24 +57,6 @@ def normalise_segment_type(value: str) -> str:
     if low in SEGMENT_TYPES:
         return low
     return _ALIASES.get(low, v)
-
-
-def normalise_demographics(table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """``age`` numeric within 0-120 (others unknown, counted), ``sex`` female/male (others unknown)."""
-    out = table.copy()
-    if "age" in out.columns:
-        age = pd.to_numeric(out["age"], errors="coerce")
-        bad = age.notna() & ~age.between(0, 120)
-        if bad.any():
-            notes.append(f"{int(bad.sum())} age value(s) outside 0-120 set to unknown")
-        out["age"] = age.where(~bad).astype("Float64")
-    else:
-        out["age"] = pd.array([pd.NA] * len(out), dtype="Float64")
-    if "sex" in out.columns:
-        out["sex"] = out["sex"].astype("string").str.strip().str.lower().map(_SEX).astype("string")
-    else:
-        out["sex"] = pd.array([pd.NA] * len(out), dtype="string")
-    return out
 
 
 class ManifestAdapter:
@@ -156,14 +137,12 @@ class ManifestAdapter:
             path = Path(r["path"])
             path = path if path.is_absolute() else self.data_root / path
             rtype = normalise_segment_type(r["segment_type"])
-            data = path.read_bytes() if path.is_file() else None
-            info = inspect(data, rtype, self.audio_check, tag) if check_audio or data is None else {
-                **inspect(None, rtype), "status": "ok", "status_reason": "not validated (check_audio=False)"}
-            seg = segment_of(rtype)
+            if not path.is_file():
+                info = inspect(None, rtype)
+            else:  # read only when it is checked
+                info = inspect(path.read_bytes(), rtype, self.audio_check, tag) if check_audio else unvalidated(rtype)
             rows.append({"recording_id": r["recording_id"], "participant_id": r["participant_id"],
-                         "dataset": self.name, "source": str(path), "recording_type": rtype,
-                         "segment_group": seg.segment_group, "task": seg.task, "prompted_task": seg.prompted_task,
-                         **info})
+                         "dataset": self.name, "source": str(path), **segment_fields(rtype), **info})
         out = pd.DataFrame.from_records(rows)
         extra = [c for c in table.columns if c not in ("path", "segment_type", "recording_id", "participant_id")]
         out = out.merge(table[["recording_id", *extra]], on="recording_id", how="left", validate="one_to_one")

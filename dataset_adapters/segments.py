@@ -45,6 +45,13 @@ COSWARA_TYPES = (
 )
 
 
+def segment_fields(recording_type: str) -> dict:
+    """The Recording-table columns a recording type decides: type, segment group, task, prompted."""
+    seg = segment_of(recording_type)
+    return {"recording_type": recording_type, "segment_group": seg.segment_group, "task": seg.task,
+            "prompted_task": seg.prompted_task}
+
+
 def segment_of(recording_type: str) -> SegmentType:
     """The segment type of a corpus recording type; unknown types go to group ``other``."""
     return SEGMENT_TYPES.get(recording_type, SegmentType(recording_type, "other", "other", False))

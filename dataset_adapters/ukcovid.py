@@ -45,10 +45,10 @@ from tqdm.auto import tqdm
 from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
-from dataset_adapters.inventory import finish_table, inspect
-from dataset_adapters.manifest import normalise_demographics
+from dataset_adapters.base import normalise_demographics
+from dataset_adapters.inventory import finish_table, inspect, unvalidated
 from dataset_adapters.privacy import drop_sensitive
-from dataset_adapters.segments import segment_of
+from dataset_adapters.segments import segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
 ID = "participant_identifier"
@@ -130,10 +130,8 @@ class UKCovidAdapter:
                          disable=None if progress else True):
             for prefix, rtype in MODALITIES.items():
                 name = a.get(f"{prefix}_file_name")
-                seg = segment_of(rtype)
                 base = {"recording_id": f"{a['participant_id']}_{rtype}", "participant_id": a["participant_id"],
-                        "dataset": self.name, "recording_type": rtype, "segment_group": seg.segment_group,
-                        "task": seg.task, "prompted_task": seg.prompted_task}
+                        "dataset": self.name, **segment_fields(rtype)}
                 if pd.isna(name):
                     rows.append({**base, "source": None, **inspect(None, rtype),
                                  "status_reason": f"no {prefix} recording listed in audio_metadata.csv"})
@@ -141,7 +139,7 @@ class UKCovidAdapter:
                 path = self.data_root / "audio" / Path(str(name)).name
                 data = path.read_bytes() if path.is_file() and check_audio else None
                 if path.is_file() and not check_audio:
-                    info = {**inspect(None, rtype), "status": "ok", "status_reason": "not validated (check_audio=False)"}
+                    info = unvalidated(rtype)
                 else:
                     info = inspect(data, rtype, self.audio_check, tag)
                 rows.append({**base, "source": str(path), **info})
