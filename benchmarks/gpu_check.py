@@ -7,12 +7,24 @@
 
     python3 benchmarks/gpu_check.py            # prints one line per check; exit 1 if a check fails
     python3 benchmarks/gpu_check.py --device cpu --quick   # a smoke test of the script itself, anywhere
+    python3 benchmarks/gpu_check.py --gemma-random --json gpu_check.json   # the 12B capture path (below)
+    python3 benchmarks/gpu_check.py --gemma-random --tiny --device cpu     # its smoke test, anywhere
+
+``--gemma-random`` builds a random-weight model from the Gemma 4 12B ``gemma4_unified`` shape (first 24
+decoder layers; nothing is downloaded) and measures in one run: the bf16 matmul ceiling; raw layer-24
+capture (audio-s/s, MFU, padding) for clip-count batches as shipped before and for token-budget
+batches; end-to-end scoring (``score_recordings`` = what ``extract`` runs, with a 3840 -> 30,720 TopK-128
+SAE on the GPU) on a 40-participant demo corpus and its ratio to raw capture on the same clips; GPU
+utilisation; time shares of each stage; and the one-off costs (first and remembered weight digests,
+model load, SAE digest, serial / parallel / cached inventory). A random-weight model is a test double
+for the code path and its speed; nothing it produces is a result.
 
 Each section is independent: a missing optional package is reported and the rest still runs.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -137,6 +149,251 @@ def hf_section() -> None:
                   f"shape {tuple(b.shape)}, max |diff| {(a - b).abs().max().item():.2e}")
 
 
+def _gemma_config(tiny: bool):
+    """The Gemma 4 12B decoder shape (``../shared/design/ENCODERS.md``: hidden 3840, MLP 15360, 16 query
+    heads, 5 local (window 1024) : 1 full layers, vocab 262,144), truncated to 24 layers. KV heads (8),
+    head dims (256 local, 512 global) are the transformers defaults scaled to 16 heads: stated in the JSON."""
+    from transformers import Gemma4UnifiedConfig
+
+    if tiny:
+        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, global_head_dim=32, vocab_size=99, sliding_window=64,
+                    layer_types=["sliding_attention"] * 5 + ["full_attention"], max_position_embeddings=4096)
+        return Gemma4UnifiedConfig(text_config=text, audio_config={"audio_embed_dim": 640}, vision_config=None,
+                                   audio_token_id=7, boa_token_id=5, eoa_token_index=6, image_token_id=8,
+                                   video_token_id=9)
+    text = dict(hidden_size=3840, intermediate_size=15360, num_hidden_layers=24, num_attention_heads=16,
+                num_key_value_heads=8, head_dim=256, global_head_dim=512, vocab_size=262_144, sliding_window=1024,
+                layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 4)
+    return Gemma4UnifiedConfig(text_config=text, audio_config={"audio_embed_dim": 640}, vision_config=None)
+
+
+def _attention_flops(n: int, layers: list[tuple[int, int | None]]) -> float:
+    """QK^T and AV FLOPs of one sequence of n tokens through ``layers`` = (query width, window or None)
+    per layer (no causal discount, the dense-FLOP convention of MFU)."""
+    return sum(4.0 * n * (n if window is None else min(n, window)) * width for width, window in layers)
+
+
+class _GpuSampler:
+    """Mean GPU utilisation (NVML) sampled every 50 ms while a block runs; None where NVML is missing."""
+
+    def __enter__(self):
+        import threading
+
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:  # no NVML (CPU smoke test)
+            self._thread = None
+            return self
+
+        def run():
+            while not self._stop.wait(0.05):
+                self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def mean(self):
+        return round(float(np.mean(self.samples)), 1) if self.samples else None
+
+
+def gemma_random_section(tiny: bool, json_path: Path) -> dict:
+    import json
+    import platform
+    import shutil
+
+    import transformers
+    from transformers import Gemma4UnifiedForConditionalGeneration
+
+    from clinical_transfer.audio import load_mono
+    from clinical_transfer.encoders.base import plan_batches
+    from clinical_transfer.encoders.hf import GemmaAudioEncoder, _dir_digest
+    from clinical_transfer.run.models import checkpoint_sae_hash
+    from clinical_transfer.sae import SAEConfig, SparseAutoencoder
+    from clinical_transfer.sae.formats import load_sae, save_pt
+    from clinical_transfer.scoring import score_recordings
+    from dataset_adapters.coswara import CoswaraAdapter
+    from dataset_adapters.demo import DemoConfig, write_demo_corpus
+
+    t_all = time.perf_counter()
+    dev = torch.device(DEVICE)
+    peak = 989e12  # H100/H200 SXM dense bf16 (datasheet), the MFU denominator
+    work = Path(tempfile.mkdtemp(prefix="gemma_random_"))
+    os.environ.setdefault("CLINICAL_TRANSFER_DIGEST_CACHE", str(work / "digests"))
+    rep: dict = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "tiny": tiny,
+                 "torch": torch.__version__, "transformers": transformers.__version__,
+                 "python": platform.python_version(), "cpu_cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+                 "peak_bf16_flops": peak, "note": "random weights: a test double for the code path and its speed"}
+
+    def save():
+        rep["elapsed_s"] = round(time.perf_counter() - t_all, 1)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(rep, indent=2))
+
+    # 1. the matmul ceiling
+    n = 1024 if tiny else 8192
+    mat = torch.randn(n, n, device=dev, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    rep["matmul_ceiling_tflops"] = round(2 * n**3 / timed_on_device(lambda: mat @ mat, 10) / 1e12, 1)
+    mat = None
+    print(f"matmul ceiling: {rep['matmul_ceiling_tflops']} TFLOP/s", flush=True)
+
+    # 2. the random-weight model, saved like a real checkpoint
+    cfg = _gemma_config(tiny)
+    t = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device(dev):
+        model = Gemma4UnifiedForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16 if dev.type == "cuda"
+                                                                    else torch.float32)
+    lm = model.model.language_model
+    attn = [(layer.self_attn.q_proj.out_features,
+             cfg.text_config.sliding_window if kind == "sliding_attention" else None)
+            for layer, kind in zip(lm.layers, cfg.text_config.layer_types)]
+    p_layers = sum(p.numel() for p in lm.layers.parameters())
+    p_audio = sum(p.numel() for name, p in model.named_parameters() if "audio" in name)
+    rep["model"] = {"config": cfg.text_config.to_dict() if tiny else {k: getattr(cfg.text_config, k) for k in (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "head_dim", "global_head_dim", "sliding_window", "vocab_size")},
+        "assumed": "num_key_value_heads 8, head_dim 256, global_head_dim 512 (not in ENCODERS.md)",
+        "parameters": sum(p.numel() for p in model.parameters()), "decoder_layer_parameters": p_layers,
+        "audio_projection_parameters": p_audio, "build_s": round(time.perf_counter() - t, 1)}
+    path = work / "model"
+    t = time.perf_counter()
+    model.save_pretrained(path)
+    rep["model"]["save_s"] = round(time.perf_counter() - t, 1)
+    rep["model"]["bytes_on_disk"] = sum(f.stat().st_size for f in path.glob("*"))
+    del model, lm
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    print(f"model: {rep['model']['parameters'] / 1e9:.2f} B parameters, {rep['model']['bytes_on_disk'] / 1e9:.1f} GB", flush=True)
+    save()
+
+    # 3. one-off costs: weight digests (first run / remembered), load
+    dtype_name = str(torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    t = time.perf_counter()
+    _dir_digest(path, f"gemma:24:{dtype_name}")
+    first_digest = time.perf_counter() - t
+    t = time.perf_counter()
+    enc = GemmaAudioEncoder(path, layer=cfg.text_config.num_hidden_layers, device=DEVICE)
+    load = time.perf_counter() - t
+    t = time.perf_counter()
+    _dir_digest(path, f"gemma:24:{dtype_name}")
+    cached_digest = time.perf_counter() - t
+    rep["one_off_s"] = {"encoder_digest_first_run": round(first_digest, 2), "encoder_digest_remembered": round(cached_digest, 3),
+                        "encoder_load_incl_id": round(load, 2)}
+    print(f"one-off: digest first {first_digest:.1f} s, remembered {cached_digest:.3f} s, load {load:.1f} s", flush=True)
+    save()
+
+    # 4. raw capture on 64 clips of 3-20 s
+    rng = np.random.default_rng(0)
+    secs = rng.uniform(3, 20, 8 if tiny else 64)
+    clips = [(0.05 * rng.normal(size=int(s * 16000))).astype(np.float32) for s in secs]
+    audio_s = float(secs.sum())
+
+    def flops(lengths_real: list[int]) -> float:
+        return sum(2.0 * (p_layers + p_audio) * n_ + _attention_flops(n_, attn) for n_ in lengths_real)
+
+    tok = [int(np.ceil(len(y) / 640)) + 3 for y in clips]
+    work_flops = flops(tok)
+    rep["raw_capture"] = {"clips": len(clips), "audio_s": round(audio_s, 1), "tokens": sum(tok),
+                          "tflop_per_pass": round(work_flops / 1e12, 2), "settings": []}
+    settings = [("8 clips per pass (as shipped before)", 10**9, 1e9, 8)]
+    settings += [(f"token budget {b}", b, 0.1, 256) for b in ((1024, 2048) if tiny else (8192, 16384, 32768))]
+    for label, budget, pad, items in settings:
+        enc.max_tokens, enc.max_padding, enc.batch_size = budget, pad, items
+        plan = plan_batches(tok, budget, pad, items)
+        padded = sum(len(p) * max(tok[i] for i in p) for p in plan)
+        sec = timed_on_device(lambda: enc.device_hidden_states(clips), 1 if tiny else 3)
+        row = {"setting": label, "passes": len(plan), "padding": round(padded / sum(tok) - 1, 3),
+               "audio_s_per_s": round(audio_s / sec, 1), "mfu": round(work_flops / sec / peak, 4), "seconds": round(sec, 3)}
+        rep["raw_capture"]["settings"].append(row)
+        print(f"raw capture, {label}: {row}", flush=True)
+        save()
+    best = max(rep["raw_capture"]["settings"][1:], key=lambda r: r["audio_s_per_s"])
+    budget = int(best["setting"].split()[-1])
+    enc.max_tokens, enc.max_padding, enc.batch_size = budget, 0.1, 256
+
+    # 5. the reference-size SAE on disk, its digest first / remembered
+    d_sae, k = (256, 16) if tiny else (30720, 128)
+    sae = SparseAutoencoder(SAEConfig(enc.width, d_sae, "topk", k))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, enc.width**-0.5)
+        sae.W_dec.copy_(sae.W_enc.T)
+    sae_path = save_pt(sae, work / "sae.pt")
+    sae = load_sae(sae_path, d_in_expected=enc.width)
+    t = time.perf_counter()
+    digest = checkpoint_sae_hash(sae_path, None, sae)
+    rep["one_off_s"]["sae_digest_first_run"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    checkpoint_sae_hash(sae_path, None, sae)
+    rep["one_off_s"]["sae_digest_remembered"] = round(time.perf_counter() - t, 3)
+
+    # 6. inventory of a 40-participant demo corpus: serial (as before), parallel, cached
+    corpus = write_demo_corpus(work / "demo", DemoConfig(n_participants=12 if tiny else 40), progress=False)
+    inv = {}
+    # parallel first: it pays the librosa import the serial run then finds done (conservative ratio)
+    for label, workers, cache in (("parallel", None, work / "inv_cache"), ("serial", 1, None),
+                                  ("parallel_cached", None, work / "inv_cache")):
+        t = time.perf_counter()
+        table = CoswaraAdapter(corpus, workers=workers, inspect_cache=cache).recordings(progress=False)
+        inv[label] = round(time.perf_counter() - t, 2)
+    inv["recordings"] = len(table)
+    inv["speedup_parallel"] = round(inv["serial"] / inv["parallel"], 1)
+    inv["speedup_cached"] = round(inv["serial"] / inv["parallel_cached"], 1)
+    rep["inventory_s"] = inv
+    print(f"inventory: {inv}", flush=True)
+    save()
+
+    # 7. end to end (score_recordings = extract's scoring) vs raw capture on the same clips
+    ok = table[table["status"] == "ok"]
+    demo_clips = [load_mono(p, 16000)[0] for p in ok["source"]]
+    demo_audio = sum(len(y) for y in demo_clips) / 16000
+    enc.device_hidden_states(demo_clips[:16])  # warm
+    sec_raw = timed_on_device(lambda: enc.device_hidden_states(demo_clips), 1 if tiny else 2)
+    with _GpuSampler() as gpu:
+        t = time.perf_counter()
+        summary = score_recordings(table, enc, sae, work / "store", work / "score_cache", "bench", progress=False,
+                                   sae_digest=digest)
+        sec_e2e = time.perf_counter() - t
+    rep["extract"] = {"recordings": summary.encoded, "audio_s": round(summary.audio_seconds, 1),
+                      "raw_capture_audio_s_per_s": round(demo_audio / sec_raw, 1),
+                      "audio_s_per_s": round(summary.audio_seconds / sec_e2e, 1),
+                      "ratio_to_raw": round((summary.audio_seconds / sec_e2e) / (demo_audio / sec_raw), 3),
+                      "seconds": round(sec_e2e, 2), "stage_seconds": summary.seconds,
+                      "stage_shares": {k_: round(v / sec_e2e, 3) for k_, v in summary.seconds.items()},
+                      "gpu_utilisation_pct": gpu.mean}
+    print(f"extract: {rep['extract']}", flush=True)
+    save()
+
+    # 8. torch.compile of the decoder (optional; only with time to spare)
+    if not tiny and time.perf_counter() - t_all < 300 and dev.type == "cuda":
+        try:
+            enc.model.language_model = torch.compile(enc.model.language_model, dynamic=True)
+            t = time.perf_counter()
+            enc.device_hidden_states(clips)
+            compile_s = time.perf_counter() - t
+            sec = timed_on_device(lambda: enc.device_hidden_states(clips), 3)
+            rep["raw_capture"]["compiled"] = {"setting": f"token budget {budget}, torch.compile", "first_call_s": round(compile_s, 1),
+                                              "audio_s_per_s": round(audio_s / sec, 1), "mfu": round(work_flops / sec / peak, 4)}
+        except Exception as exc:  # report, do not fail the run
+            rep["raw_capture"]["compiled"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        print(f"compiled: {rep['raw_capture']['compiled']}", flush=True)
+    save()
+    shutil.rmtree(work, ignore_errors=True)
+    return rep
+
+
 def main() -> int:
     global DEVICE, QUICK
     import argparse
@@ -144,10 +401,17 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="small timing loops (a smoke test of the script)")
+    ap.add_argument("--gemma-random", action="store_true", help="the 12B capture path on a random-weight model")
+    ap.add_argument("--tiny", action="store_true", help="with --gemma-random: a tiny model (smoke test, any device)")
+    ap.add_argument("--json", default="gpu_check.json", help="where --gemma-random writes its summary")
     args = ap.parse_args()
     DEVICE, QUICK = args.device, args.quick
     if DEVICE == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
+        return 0
+    if args.gemma_random:
+        gemma_random_section(args.tiny, Path(args.json))
+        print(f"summary written to {args.json}")
         return 0
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
     print(f"torch {torch.__version__}, {name}{' (quick: a small SAE)' if QUICK else ''}", flush=True)

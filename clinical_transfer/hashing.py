@@ -8,6 +8,8 @@ silently stops matching. Every function here is a pure function of its inputs (n
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -54,3 +56,68 @@ def seeded_order_key(seed: int, key: str) -> str:
 def pseudonym(salt: str, key: str, prefix: str) -> str:
     """Salted pseudonym ``prefix_<12 hex>`` of one id (see :func:`clinical_transfer.guardrails.pseudonymise`)."""
     return f"{prefix}_{sha256_text(f'{salt}:{key}')[:12]}"
+
+
+def digest_cache_dir() -> Path:
+    """Where remembered file digests live: ``$CLINICAL_TRANSFER_DIGEST_CACHE``, else
+    ``$XDG_CACHE_HOME/clinical-transfer/digests`` (``~/.cache/...``)."""
+    env = os.environ.get("CLINICAL_TRANSFER_DIGEST_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clinical-transfer" / "digests"
+
+
+def _stat_key(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def file_digest(path: str | Path) -> str:
+    """:func:`sha256_file`, remembered across runs while the file's size, mtime, ctime and inode stay put.
+
+    Why: a 12B model's weights are ~13 GB; hashing them on every run cost 18 s of each run's start. The
+    digest is the same full SHA-256 as before (cache keys and manifests do not change); it is re-read
+    whenever the file may have changed — any write moves ctime, which no user tool can set back, so a
+    changed byte always gives a new digest and a ``touch`` only costs one re-read (same digest). The
+    remembered entry is a small JSON file under :func:`digest_cache_dir`; if that folder cannot be
+    written the digest is simply recomputed each time.
+    """
+    path = Path(path).resolve()
+    key = _stat_key(path)
+    entry = digest_cache_dir() / f"{sha256_text(str(path))[:32]}.json"
+    try:
+        saved = json.loads(entry.read_text())
+        if saved.get("path") == str(path) and all(saved.get(k) == v for k, v in key.items()):
+            return str(saved["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = sha256_file(path)
+    if _stat_key(path) != key:  # written to while we read it: do not remember a digest of a moving file
+        return digest
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"path": str(path), **key, "sha256": digest}))
+        tmp.replace(entry)
+    except OSError:
+        pass
+    return digest
+
+
+def remembered(key: str, compute) -> str:
+    """A digest derived from other digests (``key``), computed once by ``compute()`` and remembered
+    under :func:`digest_cache_dir` (e.g. an SAE's tensor hash keyed by its checkpoint files' digests)."""
+    entry = digest_cache_dir() / f"derived_{sha256_text(key)[:32]}.txt"
+    try:
+        text = entry.read_text().strip()
+        if len(text) == 64:
+            return text
+    except OSError:
+        pass
+    value = compute()
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_text(value)
+    except OSError:
+        pass
+    return value

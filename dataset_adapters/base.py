@@ -138,7 +138,12 @@ def adapter_entry(name: str) -> AdapterEntry:
     return _REGISTRY[name]
 
 
+def adapter_class(name: str) -> type:
+    """The class registered under ``name`` (imported on demand)."""
+    module, cls = adapter_entry(name).target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def get_adapter(name: str, data_root: str | Path, **options) -> Adapter:
     """Instantiate the adapter registered under ``name`` for a corpus at ``data_root``."""
-    module, cls = adapter_entry(name).target.split(":")
-    return getattr(importlib.import_module(module), cls)(data_root, **options)
+    return adapter_class(name)(data_root, **options)

@@ -23,7 +23,7 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
 from dataset_adapters.base import RECORDING_COLUMNS
-from dataset_adapters.inventory import inspect, unvalidated
+from dataset_adapters.inventory import Inspector, inspect, unvalidated
 from dataset_adapters.segments import COSWARA_TYPES, segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
@@ -160,7 +160,13 @@ class CoswaraAdapter:
         only_with_audio: bool = False,
         audio_check: AudioCheckConfig = AudioCheckConfig(),
         tagger: TaggerConfig = TaggerConfig(),
+        workers: int | None = None,
+        inspect_cache: str | Path | None = None,
     ):
+        self.workers = workers
+        """Processes for the content check (None: every core, see :class:`~dataset_adapters.inventory.Inspector`)."""
+        self.inspect_cache = inspect_cache
+        """Folder caching each recording's check by its audio hash (None: no cache)."""
         self.data_root = Path(data_root)
         self.metadata_root = Path(metadata_root) if metadata_root is not None else self.data_root
         self.only_with_audio = only_with_audio
@@ -238,18 +244,30 @@ class CoswaraAdapter:
         known = set(meta["participant_id"])
         bar = tqdm(desc="coswara inventory", unit="rec", disable=None if progress else True)
 
+        inspector = Inspector(self.audio_check, tag, self.workers, self.inspect_cache)
+
+        def finished(done) -> None:
+            for key, info in done:
+                rows[key].update(info)
+                bar.update(1)
+
         def add(key: tuple[str, str], source: str, data: bytes | None) -> None:
             if key in rows or key[0] not in known:
                 return
-            info = inspect(data, key[1], self.audio_check, tag) if check_audio else unvalidated(key[1])
-            rows[key] = {"source": source, **info}
-            bar.update(1)
+            rows[key] = {"source": source}
+            if check_audio and data is not None:
+                finished(inspector.submit(key, key[1], data))
+            else:
+                rows[key].update(inspect(None, key[1]) if check_audio else unvalidated(key[1]))
+                bar.update(1)
 
-        for key, path in extracted.items():
-            add(key, path, Path(path).read_bytes() if check_audio else None)
-        for parts in archives:
-            for key, source, data in self._archive_members(parts):
-                add(key, source, data)
+        with inspector:
+            for key, path in extracted.items():
+                add(key, path, Path(path).read_bytes() if check_audio else None)
+            for parts in archives:
+                for key, source, data in self._archive_members(parts):
+                    add(key, source, data)
+            finished(inspector.finish())
         bar.close()
 
         stray = {k[0] for k in list(extracted)} - known

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# remembered file digests (clinical_transfer.hashing.file_digest) go to a throw-away folder, not ~/.cache
+os.environ.setdefault("CLINICAL_TRANSFER_DIGEST_CACHE", tempfile.mkdtemp(prefix="ct-digests-"))
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CLINICAL_TRANSFER_SHARED", REPO.parent / "shared"))
@@ -83,3 +87,23 @@ column = "{label}"
     out = tmp_path / f"{dataset}_out"
     assert run_overlay_main(["--config", str(cfg), "--quiet", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory):
+    """A 6-layer random gemma4_unified model saved offline (a test double for the code path)."""
+    import torch
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+    cfg = Gemma4UnifiedConfig(
+        text_config=dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                         intermediate_size=37, vocab_size=99, num_hidden_layers=6,
+                         layer_types=["sliding_attention"] * 5 + ["full_attention"], sliding_window=512,
+                         max_position_embeddings=512, bos_token_id=2, pad_token_id=0),
+        audio_config={"audio_embed_dim": 32}, vision_config=None, audio_token_id=7, boa_token_id=5,
+        eoa_token_index=6, image_token_id=8, video_token_id=9)
+    torch.manual_seed(0)
+    model = Gemma4UnifiedForConditionalGeneration(cfg).eval()
+    path = tmp_path_factory.mktemp("gemma")
+    model.save_pretrained(path)
+    return path, model

@@ -59,3 +59,20 @@ def test_load_mono_resamples_48k_to_16k(tmp_path):
     assert out_sr == 16000 and len(y) == 16000
     spectrum = np.abs(np.fft.rfft(y))
     assert np.argmax(spectrum) == 220  # 1 Hz bins: the 220 Hz tone survived resampling
+
+
+def test_threaded_decoding_gives_the_serial_batches():
+    from clinical_transfer.audio import batched_waveforms
+
+    rng = np.random.default_rng(5)
+    items = []
+    for i in range(11):
+        buf = io.BytesIO()
+        sf.write(buf, rng.normal(0, 0.1, 22050 + 1000 * i).astype(np.float32), 22050, format="WAV")
+        items.append((f"s{i}", buf.getvalue() if i != 4 else None))
+    missing_a, missing_b = [], []
+    a = list(batched_waveforms(iter(items), 16000, 3, missing_a.append))
+    b = list(batched_waveforms(iter(items), 16000, 3, missing_b.append, threads=4))
+    assert missing_a == missing_b == ["s4"]
+    assert [[s for s, _ in batch] for batch in a] == [[s for s, _ in batch] for batch in b]
+    assert all(x.tobytes() == y.tobytes() for ba, bb in zip(a, b) for (_, x), (_, y) in zip(ba, bb))

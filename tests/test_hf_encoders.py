@@ -12,24 +12,6 @@ from clinical_transfer.errors import ClinicalTransferError
 from tests.tiny_models import save_tiny_wav2vec2, save_tiny_whisper
 
 
-@pytest.fixture(scope="module")
-def tiny_gemma(tmp_path_factory):
-    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
-
-    cfg = Gemma4UnifiedConfig(
-        text_config=dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                         intermediate_size=37, vocab_size=99, num_hidden_layers=6,
-                         layer_types=["sliding_attention"] * 5 + ["full_attention"], sliding_window=512,
-                         max_position_embeddings=512, bos_token_id=2, pad_token_id=0),
-        audio_config={"audio_embed_dim": 32}, vision_config=None, audio_token_id=7, boa_token_id=5,
-        eoa_token_index=6, image_token_id=8, video_token_id=9)
-    torch.manual_seed(0)
-    model = Gemma4UnifiedForConditionalGeneration(cfg).eval()
-    path = tmp_path_factory.mktemp("gemma")
-    model.save_pretrained(path)
-    return path, model
-
-
 def reference_states(model, y, layer, token=32):
     n = int(np.ceil(len(y) / token))
     feats = torch.from_numpy(np.pad(y, (0, n * token - len(y))).reshape(1, n, token).astype(np.float32))
@@ -56,6 +38,7 @@ def test_gemma_audio_positions_with_padding_on_either_side(tiny_gemma, side):
     path, model = tiny_gemma
     enc = get_encoder("gemma", model=str(path), layer=4)
     enc.padding_side = side
+    enc.max_padding = 10.0  # one padded pass for both clips (the default plan would run them apart)
     rng = np.random.default_rng(7)
     short, long = rng.normal(0, 0.1, 32 * 3).astype(np.float32), rng.normal(0, 0.1, 32 * 11).astype(np.float32)
     a, b = enc.hidden_states([long, short])
@@ -120,3 +103,36 @@ def test_cli_offers_exactly_the_registered_encoders():
         assert choices()[-1] == "tiny"  # one registration line is all a new encoder needs
     finally:
         del _REGISTRY["tiny"]
+
+
+def test_plan_batches_bounds_tokens_and_padding():
+    from clinical_transfer.encoders.base import plan_batches
+
+    lengths = [int(v) for v in np.random.default_rng(0).integers(75, 503, size=64)]  # 3-20 s at 25 tokens/s
+    plan = plan_batches(lengths, max_tokens=4096, max_padding=0.1)
+    assert sorted(i for p in plan for i in p) == list(range(64))  # every clip once
+    assert plan == plan_batches(lengths, max_tokens=4096, max_padding=0.1)  # deterministic
+    for p in plan:
+        longest, real = max(lengths[i] for i in p), sum(lengths[i] for i in p)
+        assert len(p) * longest <= 4096
+        assert len(p) == 1 or len(p) * longest - real <= 0.1 * real
+    padded = sum(len(p) * max(lengths[i] for i in p) for p in plan)
+    assert padded / sum(lengths) < 1.1  # vs +74% for 64 clips padded to the longest
+    assert plan_batches([10_000, 5], max_tokens=4096) == [[1], [0]]  # an over-long clip runs alone
+    assert plan_batches([10] * 5, max_tokens=1000, max_items=2) == [[0, 1], [2, 3], [4]]
+
+
+def test_gemma_token_budget_batches_equal_per_clip_states(tiny_gemma):
+    """Clips grouped into token-budget passes (several passes, with padding) give each clip's own states."""
+    path, model = tiny_gemma
+    enc = get_encoder("gemma", model=str(path), layer=3)
+    enc.max_tokens, enc.max_padding = 40, 0.5
+    rng = np.random.default_rng(3)
+    clips = [rng.normal(0, 0.1, 32 * n + int(rng.integers(0, 32))).astype(np.float32) for n in (3, 12, 5, 5, 9, 1, 14, 4)]
+    from clinical_transfer.encoders.base import plan_batches
+
+    plan = plan_batches([int(np.ceil(len(y) / 32)) + 3 for y in clips], 40, 0.5, enc.batch_size)
+    assert len(plan) > 2 and any(len(p) > 1 for p in plan)  # really several passes, some padded
+    got = enc.hidden_states(clips)
+    for y, g in zip(clips, got):
+        torch.testing.assert_close(g, reference_states(model, y, 3), atol=1e-5, rtol=1e-5)  # fp32 on CPU

@@ -31,3 +31,30 @@ class FrozenEncoder(Protocol):
 
     def id(self) -> str:
         """SHA-256 over weights and configuration."""
+
+
+def plan_batches(lengths: list[int], max_tokens: int, max_padding: float = 0.1, max_items: int | None = None) -> list[list[int]]:
+    """Group items (by index) into forward passes of about ``max_tokens`` padded tokens each.
+
+    Why: batching a fixed number of clips wastes the accelerator on padding (64 clips of 3-20 s padded
+    to the longest: +74% tokens) and leaves it idle on small batches. Items are sorted by length
+    (ties by index, so the plan is deterministic) and a pass is closed when adding the next item would
+    push ``rows x longest`` over ``max_tokens``, or the padding over ``max_padding`` of the real tokens,
+    or the rows over ``max_items``. An item longer than ``max_tokens`` runs alone.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    plan: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for i in order:
+        n = max(int(lengths[i]), 1)
+        rows, longest = len(cur) + 1, n  # ascending order: the new item is the longest
+        fits = rows * longest <= max_tokens and rows * longest - (real + n) <= max_padding * (real + n)
+        if cur and (not fits or (max_items is not None and rows > max_items)):
+            plan.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += n
+    if cur:
+        plan.append(cur)
+    return plan

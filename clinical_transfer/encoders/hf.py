@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clinical_transfer.encoders.base import plan_batches
 from clinical_transfer.errors import ClinicalTransferError
-from clinical_transfer.hashing import sha256_file
+from clinical_transfer.hashing import file_digest
 
 
 def _dir_digest(path: Path, extra: str) -> str:
@@ -32,8 +33,18 @@ def _dir_digest(path: Path, extra: str) -> str:
     for f in sorted(path.glob("*")):
         if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
             h.update(f.name.encode())
-            h.update(bytes.fromhex(sha256_file(f)))  # the raw digest, as before (ids stay stable)
+            h.update(bytes.fromhex(file_digest(f)))  # the raw digest, as before (ids stay stable); remembered
     return h.hexdigest()
+
+
+def _load(cls, path: Path, device: torch.device, **kwargs):
+    """``from_pretrained`` straight onto a CUDA device (no 13 GB detour through host memory), else on CPU."""
+    if device.type == "cuda":
+        try:
+            return cls.from_pretrained(path, device_map=str(device), **kwargs)
+        except (ImportError, TypeError, ValueError):  # an older transformers / no accelerate: load, then move
+            pass
+    return cls.from_pretrained(path, **kwargs)
 
 
 def _check_path(path: str | Path) -> Path:
@@ -54,7 +65,7 @@ class GemmaAudioEncoder:
                         "before the final norm; audio-token positions only")
 
     def __init__(self, model: str | Path, layer: int = 24, device: str = "cpu", dtype: str | None = None,
-                 batch_size: int = 8):
+                 batch_size: int = 256, max_tokens: int = 16384, compile: bool = False):
         # start-up time: transformers takes seconds to import; only these backends need it
         from transformers import AutoConfig, Gemma4UnifiedAudioFeatureExtractor, Gemma4UnifiedForConditionalGeneration
 
@@ -75,9 +86,11 @@ class GemmaAudioEncoder:
         self.layer = layer
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
-        full = Gemma4UnifiedForConditionalGeneration.from_pretrained(path, config=config, dtype=self.dtype)
+        full = _load(Gemma4UnifiedForConditionalGeneration, path, self.device, config=config, dtype=self.dtype)
         self.model = full.model.to(self.device).eval()
         self.model.language_model.norm = torch.nn.Identity()
+        if compile:  # fuses the norms, GELU and RoPE between the GEMMs (compiles once per shape family)
+            self.model.language_model = torch.compile(self.model.language_model, dynamic=True)
         self.width = tc.hidden_size
         self.audio_token_id = config.audio_token_id
         self.boa, self.eoa = config.boa_token_id, config.eoa_token_index
@@ -86,6 +99,12 @@ class GemmaAudioEncoder:
         self.features = Gemma4UnifiedAudioFeatureExtractor(feature_size=config.audio_config.audio_embed_dim,
                                                            audio_samples_per_token=config.audio_config.audio_embed_dim)
         self.batch_size = batch_size
+        """At most this many clips per forward pass."""
+        self.max_tokens = max_tokens
+        """About this many (padded) tokens per forward pass: GEMMs large enough to run near the GPU's peak."""
+        self.max_padding = 0.1
+        """A pass closes before its padding exceeds this fraction of its real tokens."""
+        self.samples_per_token = config.audio_config.audio_embed_dim
         self.padding_side = "right"
         self._id = _dir_digest(path, f"gemma:{layer}:{self.dtype}")
 
@@ -106,23 +125,34 @@ class GemmaAudioEncoder:
         position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
         return ids, mask, position_ids, feats["input_features"], feats["input_features_mask"]
 
+    def _to_device(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        if self.device.type == "cuda":  # pinned host memory: the copy runs asynchronously to the GPU's work
+            return t.pin_memory().to(self.device, dtype=dtype, non_blocking=True)
+        return t.to(self.device, dtype=dtype)
+
     @torch.inference_mode()
-    def hidden_states(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
-        out: list[torch.Tensor] = []
-        order = sorted(range(len(batch)), key=lambda i: len(batch[i]))  # batch by length
+    def device_hidden_states(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
+        """Audio-token states per clip, left on the model's device in its dtype (for the on-device SAE).
+
+        Clips are grouped into passes of about ``max_tokens`` tokens with at most ~10% padding
+        (:func:`~clinical_transfer.encoders.base.plan_batches`); no KV cache is built.
+        """
+        lengths = [math.ceil(len(y) / self.samples_per_token) + 3 for y in batch]  # bos, begin-audio, audio x n, end-audio
         states: dict[int, torch.Tensor] = {}
-        for lo in range(0, len(order), self.batch_size):
-            idx = order[lo : lo + self.batch_size]
+        for idx in plan_batches(lengths, self.max_tokens, self.max_padding, self.batch_size):
             ids, mask, pos, feats, fmask = self._inputs([batch[i] for i in idx])
-            res = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             position_ids=pos.to(self.device), input_features=feats.to(self.device, self.dtype),
-                             input_features_mask=fmask.to(self.device))
+            ids_d = self._to_device(ids)
+            res = self.model(input_ids=ids_d, attention_mask=self._to_device(mask), position_ids=self._to_device(pos),
+                             input_features=self._to_device(feats, self.dtype),
+                             input_features_mask=self._to_device(fmask), use_cache=False)
             hs = res.last_hidden_state
-            audio = ids.to(self.device) == self.audio_token_id
+            audio = ids_d == self.audio_token_id
             for row, i in enumerate(idx):
-                states[i] = hs[row][audio[row]].float().cpu()
-        out = [states[i] for i in range(len(batch))]
-        return out
+                states[i] = hs[row][audio[row]]
+        return [states[i] for i in range(len(batch))]
+
+    def hidden_states(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
+        return [s.float().cpu() for s in self.device_hidden_states(batch)]
 
 
 class HFSpeechEncoder:
@@ -168,11 +198,15 @@ class HFSpeechEncoder:
             feats = self.features(seg, sampling_rate=self.sample_rate, return_tensors="pt")["input_features"]
             hs = self.model(feats.to(self.device, self.dtype), output_hidden_states=True).hidden_states[self.layer]
             real = min(hs.shape[1], math.ceil(len(seg) / (2 * 160)))  # mel hop 160, conv stride 2
-            parts.append(hs[0, :real].float().cpu())
+            parts.append(hs[0, :real])
         return torch.cat(parts)
 
-    @torch.inference_mode()
     def hidden_states(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
+        return [s.float().cpu() for s in self.device_hidden_states(batch)]
+
+    @torch.inference_mode()
+    def device_hidden_states(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
+        """States per clip, left on the model's device in its dtype (for the on-device SAE)."""
         if self.kind == "whisper":
             return [self._whisper(np.asarray(y, np.float32)) for y in batch]
         out = []
@@ -186,5 +220,5 @@ class HFSpeechEncoder:
             hs = self.model(enc["input_values"].to(self.device, self.dtype), output_hidden_states=True,
                             **kwargs).hidden_states[self.layer]
             lengths = self.model._get_feat_extract_output_lengths(torch.tensor([len(y) for y in items]))
-            out += [hs[i, : int(n)].float().cpu() for i, n in enumerate(lengths)]
+            out += [hs[i, : int(n)] for i, n in enumerate(lengths)]
         return out

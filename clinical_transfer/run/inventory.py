@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
+from inspect import signature
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.run.config import RunConfig
 from clinical_transfer.taxonomy import STATUSES
 from dataset_adapters import Adapter, get_adapter
+from dataset_adapters.base import adapter_class
 from dataset_adapters.inventory import status_counts, tag_agreement_summary
 
 #: Columns of the written inventory (pseudonymised ids; no labels, paths or hashes).
@@ -52,14 +54,20 @@ def public_inventory(recordings: pd.DataFrame, salt: str) -> pd.DataFrame:
     return out
 
 
-def run_inventory(cfg: RunConfig, out: Path, progress: bool = True) -> InventoryResult:
-    """Build the Recording table for ``cfg.dataset`` and write the inventory under ``out``."""
+def run_inventory(cfg: RunConfig, out: Path, progress: bool = True, workers: int | None = None) -> InventoryResult:
+    """Build the Recording table for ``cfg.dataset`` and write the inventory under ``out``.
+
+    ``workers``: processes for the content check (None: every core); the table does not depend on it,
+    so it is not part of the config (or of any digest). Checks are cached in ``out/../.inventory_cache``.
+    """
     ds = cfg.dataset
     options = {"only_with_audio": ds.only_with_audio,
                "audio_check": AudioCheckConfig(min_duration_s=cfg.audio.min_duration_s,
                                                silent_peak_dbfs=cfg.audio.silent_peak_dbfs)}
     if ds.metadata_root:
         options["metadata_root"] = ds.metadata_root
+    if "inspect_cache" in signature(adapter_class(ds.name)).parameters:  # parallel, cached content check
+        options.update(workers=workers, inspect_cache=out.parent / ".inventory_cache")
     adapter = get_adapter(ds.name, ds.data_root, **options)
     recordings = adapter.recordings(progress=progress)
     result = InventoryResult(recordings, status_counts(recordings), tag_agreement_summary(recordings), adapter,

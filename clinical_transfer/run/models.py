@@ -9,12 +9,14 @@ CLI's verbs import it inside the verb (start-up time).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from clinical_transfer.encoders import get_encoder
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.hashing import file_digest, remembered
 from clinical_transfer.sae import default as default_sae
 from clinical_transfer.sae.formats import load_sae
 from clinical_transfer.scoring import sae_hash
@@ -41,6 +43,19 @@ class Models:
     """:func:`clinical_transfer.scoring.sae_hash` of ``sae``, computed once per run."""
 
 
+def checkpoint_sae_hash(path: str | Path, k: int | None, sae) -> str:
+    """:func:`sae_hash` of an SAE loaded from ``path``, remembered by its checkpoint files' digests.
+
+    Why: the tensor hash of a 30,720-feature SAE reads ~1 GB every run; the files' digests are
+    remembered (:func:`clinical_transfer.hashing.file_digest`), so an unchanged checkpoint costs a
+    ``stat`` per file. Any changed byte changes a file digest and so recomputes the tensor hash.
+    """
+    p = Path(path)
+    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
+    key = "sae|" + "|".join(f"{f.relative_to(p) if p.is_dir() else f.name}:{file_digest(f)}" for f in files)
+    return remembered(f"{key}|k={k}", lambda: sae_hash(sae))
+
+
 def resolve_models(encoder: str, layer: int, model: str | None = None, sae: str | None = None,
                    device: str = "auto", k: int | None = None, need_sae: bool = True) -> Models:
     """Load the encoder (on the resolved device) and its SAE (given, or the embedded default)."""
@@ -52,6 +67,7 @@ def resolve_models(encoder: str, layer: int, model: str | None = None, sae: str 
                                     "use run-overlay, or pass the fitted checkpoint: <out>/../.sae_cache/<key>/seed_0/sae.pt")
     if sae and sae != "embedded":
         model_sae, name = load_sae(sae, k=k, d_in_expected=enc.width), str(sae)
+        return Models(enc, model_sae, name, checkpoint_sae_hash(sae, k, model_sae))
     elif default_sae.reads(encoder, layer):
         model_sae, name = default_sae.load_default_sae(), default_sae.DESCRIPTION
     else:

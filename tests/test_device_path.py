@@ -1,0 +1,191 @@
+"""The accelerator path on CPU: on-device SAE + aggregation equal today's path byte for byte, cheap
+identities that still notice one changed byte, and the background audio prefetch."""
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clinical_transfer import hashing
+from clinical_transfer.sae import SAEConfig, SparseAutoencoder
+from clinical_transfer.scoring import _Prefetch, aggregate_codes, sae_hash, score_recordings
+from clinical_transfer.store import aggregate
+
+
+def _same(a, b):
+    for name in ("features", "mean", "frac_active", "max", "frame_indices", "frame_values"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None or y is None:
+            assert x is None and y is None, name
+            continue
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name
+    assert a.n_frames == b.n_frames
+
+
+@pytest.mark.parametrize("keep_frames", [False, True])
+def test_aggregate_codes_equals_numpy_aggregate_bytewise(keep_frames):
+    rng = np.random.default_rng(0)
+    lengths = [7, 0, 1, 40, 13]
+    d_sae, k = 50, 6
+    idx = torch.from_numpy(np.stack([rng.choice(d_sae, k, replace=False) for _ in range(sum(lengths))]))
+    vals = torch.from_numpy(rng.gamma(1.0, 1.0, (sum(lengths), k)).astype(np.float32))
+    vals[rng.random(vals.shape) < 0.2] = 0.0  # TopK slots ReLU'd to zero count as inactive
+    vals[3, :] = vals[4, :] = 1.5  # exact ties
+    got = aggregate_codes(idx, vals, lengths, d_sae, keep_frames)
+    start = 0
+    for T, g in zip(lengths, got):
+        want = aggregate(idx[start : start + T].numpy(), vals[start : start + T].numpy(), d_sae, keep_frames)
+        _same(g, want)
+        start += T
+    assert got[1].n_frames == 0 and len(got[1].features) == 0
+
+
+def _tiny_sae(d, w, k, seed=0):
+    torch.manual_seed(seed)
+    sae = SparseAutoencoder(SAEConfig(d, w, "topk", k))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, d**-0.5)
+        sae.W_dec.copy_(sae.W_enc.T)
+    return sae.eval()
+
+
+class _HostOnly:
+    """The same encoder without ``device_hidden_states``: today's host path (SAE per recording, numpy)."""
+
+    def __init__(self, enc):
+        self._enc = enc
+
+    def __getattr__(self, name):
+        if name == "device_hidden_states":
+            raise AttributeError(name)
+        return getattr(self._enc, name)
+
+
+def test_on_device_scoring_store_equals_host_path(tiny_gemma_path, tmp_path):
+    import soundfile as sf
+
+    from clinical_transfer.encoders import get_encoder
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(9):
+        p = tmp_path / "audio" / f"r{i}.wav"
+        p.parent.mkdir(exist_ok=True)
+        sf.write(p, rng.normal(0, 0.1, 16000 // 4 + 331 * i).astype(np.float32), 16000)
+        rows.append({"recording_id": f"r{i}", "participant_id": f"p{i // 2}", "segment_group": "sustained_vowel",
+                     "recording_type": "vowel-a", "status": "ok", "source": str(p),
+                     "audio_sha256": hashing.sha256_file(p)})
+    table = pd.DataFrame(rows)
+    enc = get_encoder("gemma", model=str(tiny_gemma_path), layer=2)
+    enc.max_tokens = 256
+    sae = _tiny_sae(32, 96, 8)
+    for frames in (False, True):
+        a = score_recordings(table, enc, sae, tmp_path / f"dev{frames}", tmp_path / f"c1{frames}", "salt", batch=4,
+                             progress=False, frame_codes=frames)
+        b = score_recordings(table, _HostOnly(enc), sae, tmp_path / f"host{frames}", tmp_path / f"c2{frames}", "salt",
+                             batch=4, progress=False, frame_codes=frames)
+        assert a.encoded == b.encoded == 9
+        assert set(a.seconds) == {"wait_audio", "encoder", "sae_aggregate", "cache_write"}
+        files = sorted(p.name for p in (tmp_path / f"dev{frames}").iterdir())
+        assert "index.parquet" in files and len(files) > 3
+        for f in files:  # index, aggregate arrays and manifest: byte for byte
+            assert (tmp_path / f"dev{frames}" / f).read_bytes() == (tmp_path / f"host{frames}" / f).read_bytes(), f
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma_path(tiny_gemma):
+    return tiny_gemma[0]
+
+
+
+def test_file_digest_remembers_and_still_sees_one_changed_byte(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLINICAL_TRANSFER_DIGEST_CACHE", str(tmp_path / "digests"))
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(os.urandom(1 << 16))
+    calls = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: calls.append(p) or real(p))
+    first = hashing.file_digest(f)
+    assert first == real(f) and len(calls) == 1
+    assert hashing.file_digest(f) == first and len(calls) == 1  # remembered: no re-read
+    time.sleep(0.01)
+    os.utime(f)  # touch: re-read once, same digest
+    assert hashing.file_digest(f) == first and len(calls) == 2
+    data = bytearray(f.read_bytes())
+    data[1234] ^= 1
+    st = f.stat()
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old mtime put back (ctime moves)
+    assert hashing.file_digest(f) == real(f) != first
+
+
+def test_encoder_id_is_cheap_and_changes_with_one_weight_byte(tiny_gemma_path, tmp_path, monkeypatch):
+    import shutil
+
+    from clinical_transfer.encoders import get_encoder
+
+    monkeypatch.setenv("CLINICAL_TRANSFER_DIGEST_CACHE", str(tmp_path / "digests"))
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gemma_path, model)
+    a = get_encoder("gemma", model=str(model), layer=2).id()
+    calls = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: calls.append(p) or real(p))
+    assert get_encoder("gemma", model=str(model), layer=2).id() == a and calls == []  # nothing re-read
+    for f in model.glob("*"):
+        os.utime(f)
+    assert get_encoder("gemma", model=str(model), layer=2).id() == a  # touched, unchanged: same id
+    weights = next(model.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 1
+    weights.write_bytes(bytes(data))
+    assert get_encoder("gemma", model=str(model), layer=2).id() != a
+
+
+def test_checkpoint_sae_hash_is_remembered_and_equals_the_tensor_hash(tmp_path, monkeypatch):
+    from clinical_transfer.run import models
+    from clinical_transfer.sae.formats import load_sae, save_pt
+
+    monkeypatch.setenv("CLINICAL_TRANSFER_DIGEST_CACHE", str(tmp_path / "digests"))
+    path = save_pt(_tiny_sae(16, 48, 4), tmp_path / "sae.pt")
+    sae = load_sae(path)
+    assert models.checkpoint_sae_hash(path, None, sae) == sae_hash(sae)
+    monkeypatch.setattr(models, "sae_hash", lambda s: pytest.fail("recomputed"))
+    assert models.checkpoint_sae_hash(path, None, sae) == sae_hash(sae)
+    other = save_pt(_tiny_sae(16, 48, 4, seed=1), tmp_path / "sae.pt")
+    monkeypatch.undo()
+    monkeypatch.setenv("CLINICAL_TRANSFER_DIGEST_CACHE", str(tmp_path / "digests"))
+    assert models.checkpoint_sae_hash(other, None, load_sae(other)) == sae_hash(load_sae(other)) != sae_hash(sae)
+
+
+def test_prefetch_keeps_order_and_reraises():
+    assert list(_Prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def boom():
+        yield 1
+        raise ValueError("decode failed")
+
+    got = []
+    with pytest.raises(ValueError, match="decode failed"):
+        for x in _Prefetch(boom()):
+            got.append(x)
+    assert got == [1]
+
+
+def test_parallel_cached_inventory_equals_serial(demo_small, tmp_path, monkeypatch):
+    """Process pool and audio-hash cache give the very table of today's serial inventory."""
+    from dataset_adapters import inventory
+    from dataset_adapters.coswara import CoswaraAdapter
+
+    serial = CoswaraAdapter(demo_small, workers=1).recordings(progress=False)
+    assert len(serial) >= inventory.Inspector.START_POOL_AT  # the pool really starts
+    pooled = CoswaraAdapter(demo_small, workers=2, inspect_cache=tmp_path / "c").recordings(progress=False)
+    pd.testing.assert_frame_equal(pooled, serial)
+    n_cached = len(list((tmp_path / "c").rglob("*.json")))
+    assert n_cached == serial["audio_sha256"].dropna().nunique() > 0  # one entry per distinct audio
+    monkeypatch.setattr(inventory, "_inspect_job", lambda *a: pytest.fail("checked again despite the cache"))
+    cached = CoswaraAdapter(demo_small, workers=2, inspect_cache=tmp_path / "c").recordings(progress=False)
+    pd.testing.assert_frame_equal(cached, serial)
