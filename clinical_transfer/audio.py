@@ -212,7 +212,8 @@ def read_files(sources: Iterable[str]) -> Iterator[SourceBytes]:
 
 
 def batched_waveforms(items: Iterable[SourceBytes], sample_rate_hz: int, batch: int,
-                      on_missing: Callable[[str], None] | None = None, threads: int = 1) -> Iterator[list[tuple[str, np.ndarray]]]:
+                      on_missing: Callable[[str], None] | None = None, threads: int = 1,
+                      first: int | None = None) -> Iterator[list[tuple[str, np.ndarray]]]:
     """Decode (source, bytes) pairs to mono float32 waveforms at ``sample_rate_hz`` and yield them in
     lists of up to ``batch`` (source, waveform) pairs, in the order the sources came.
 
@@ -220,8 +221,10 @@ def batched_waveforms(items: Iterable[SourceBytes], sample_rate_hz: int, batch: 
     come from (files, archive members) is the corpus reader's business. Absent sources are reported
     through ``on_missing`` rather than dropped silently. ``threads`` > 1 decodes and resamples a batch
     on that many threads (libsndfile, FFmpeg and the resampler release the GIL): a GPU encoder reads
-    thousands of audio-seconds per second, more than one core decodes.
+    thousands of audio-seconds per second, more than one core decodes. ``first``: size of the first
+    batch (a small one lets the encoder start sooner).
     """
+    size = first or batch
     if threads <= 1:
         pending: list[tuple[str, np.ndarray]] = []
         for src, data in items:
@@ -230,9 +233,9 @@ def batched_waveforms(items: Iterable[SourceBytes], sample_rate_hz: int, batch: 
                     on_missing(src)
                 continue
             pending.append((src, load_mono(data, sample_rate_hz)[0]))
-            if len(pending) >= batch:
+            if len(pending) >= size:
                 yield pending
-                pending = []
+                pending, size = [], batch
         if pending:
             yield pending
         return
@@ -246,8 +249,8 @@ def batched_waveforms(items: Iterable[SourceBytes], sample_rate_hz: int, batch: 
                     on_missing(src)
                 continue
             futures.append((src, pool.submit(load_mono, data, sample_rate_hz)))
-            if len(futures) >= batch:
+            if len(futures) >= size:
                 yield [(s, f.result()[0]) for s, f in futures]
-                futures = []
+                futures, size = [], batch
         if futures:
             yield [(s, f.result()[0]) for s, f in futures]

@@ -60,49 +60,93 @@ def aggregate_codes(indices: torch.Tensor, values: torch.Tensor, lengths: list[i
     per frame and per slot; the aggregates of a recording are a few KB. Only those (and frame codes if
     asked for) cross to the host.
 
-    Equal byte for byte to :func:`~clinical_transfer.store.aggregate`: each (recording, feature) key's
-    values are summed in float64 in frame order (a stable sort, then one sequential segment sum per
-    key — no atomics, so also deterministic on a GPU), and the divisions and casts are numpy's, as there.
+    Equal byte for byte to :func:`~clinical_transfer.store.aggregate`: each (recording, feature)'s
+    values are summed in float64 in frame order (see :func:`_aggregate_group`; no atomic races, so also
+    deterministic on a GPU), and the divisions and casts are numpy's, as there.
     """
-    dev = indices.device
-    n_rec = len(lengths)
-    rec = torch.repeat_interleave(torch.arange(n_rec, device=dev), torch.as_tensor(lengths, device=dev))
-    key = (rec[:, None] * d_sae + indices.long()).reshape(-1)
-    val = values.reshape(-1).to(torch.float64)
-    keep = val > 0
-    key, val = key[keep], val[keep]
-    key, order = torch.sort(key, stable=True)
-    val = val[order]
-    uniq, counts = torch.unique_consecutive(key, return_counts=True)
-    if len(uniq):
-        total = torch.segment_reduce(val, "sum", lengths=counts)
-        peak = torch.segment_reduce(val, "max", lengths=counts)
-    else:
-        total = peak = val
-    uniq, counts, total, peak = (t.cpu().numpy() for t in (uniq, counts, total, peak))
-    if keep_frames:
-        frame_idx, frame_val = indices.cpu().numpy(), values.to(torch.float32).cpu().numpy()
-    owner = uniq // d_sae
-    bounds = np.searchsorted(owner, np.arange(n_rec + 1))
-    out, start = [], 0
-    for r, T in enumerate(lengths):
-        sl = slice(bounds[r], bounds[r + 1])
-        n = max(int(T), 1)
-        frames = (frame_idx[start : start + T].astype(np.uint16 if d_sae <= 65536 else np.int32),
-                  frame_val[start : start + T].astype(np.float16)) if keep_frames else (None, None)
-        out.append(RecordingScores((uniq[sl] % d_sae).astype(np.int32), (total[sl] / n).astype(np.float32),
-                                   (counts[sl] / n).astype(np.float32), peak[sl].astype(np.float32), int(T), *frames))
-        start += int(T)
+    out: list[RecordingScores] = []
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    group = max(1, (1 << 25) // max(d_sae, 1))  # recordings per pass: dense accumulators of <= 32 M entries
+    for lo in range(0, len(lengths), group):
+        hi = min(lo + group, len(lengths))
+        sub = slice(int(starts[lo]), int(starts[hi]))
+        out += _aggregate_group(indices[sub], values[sub], list(lengths[lo:hi]), d_sae, keep_frames)
     return out
 
 
-def on_device_sae(sae, device: torch.device):
-    """The SAE on ``device`` (a copy when it is elsewhere: the caller's module is left where it was)."""
-    if sae.W_enc.device == device:
+def _aggregate_group(indices: torch.Tensor, values: torch.Tensor, lengths: list[int], d_sae: int,
+                     keep_frames: bool) -> list[RecordingScores]:
+    """Dense (recordings x d_sae) float64 accumulators, filled one frame step at a time.
+
+    At step t every recording adds its frame t's k codes; within a step each (recording, feature) is
+    touched at most once (TopK ids are distinct per frame), so the adds need no atomics and each sum
+    is formed in frame order, exactly as ``np.bincount`` forms it. Frames past a recording's end add 0.
+    Measured on an H200 (357 recordings, 71,400 frames, 30,720 features): the earlier sort + segment
+    sum took 0.19 s, as long as half the SAE; this takes a few hundred small kernel launches.
+    """
+    dev = indices.device
+    n_rec = len(lengths)
+    n, k = indices.shape if indices.ndim == 2 else (0, 1)
+    t_max = max(lengths) if lengths else 0
+    total = torch.zeros(n_rec * d_sae, dtype=torch.float64, device=dev)
+    peak = torch.zeros(n_rec * d_sae, dtype=torch.float64, device=dev)
+    count = torch.zeros(n_rec * d_sae, dtype=torch.int32, device=dev)
+    if n and t_max:
+        start = torch.as_tensor(np.cumsum([0] + lengths[:-1]), device=dev)
+        length = torch.as_tensor(lengths, device=dev)
+        base = (torch.arange(n_rec, device=dev) * d_sae)[:, None]
+        idx64, val64 = indices.long(), values.to(torch.float64)
+        for t in range(t_max):
+            live = (t < length)[:, None]
+            row = (start + t).clamp(max=n - 1)
+            flat = (base + idx64[row]).reshape(-1)
+            val = torch.where(live, val64[row], 0.0).reshape(-1)
+            total.index_add_(0, flat, val)
+            count.index_add_(0, flat, (val > 0).to(torch.int32))
+            peak.scatter_reduce_(0, flat, val, "amax")
+    active = torch.nonzero(count).reshape(-1)
+    feats, total, count, peak = (x.cpu().numpy() for x in (active, total[active], count[active], peak[active]))
+    if keep_frames:
+        frame_idx, frame_val = indices.cpu().numpy(), values.to(torch.float32).cpu().numpy()
+    bounds = np.searchsorted(feats // d_sae, np.arange(n_rec + 1))
+    out, pos = [], 0
+    for r, T in enumerate(lengths):
+        sl = slice(bounds[r], bounds[r + 1])
+        m = max(int(T), 1)
+        frames = (frame_idx[pos : pos + T].astype(np.uint16 if d_sae <= 65536 else np.int32),
+                  frame_val[pos : pos + T].astype(np.float16)) if keep_frames else (None, None)
+        out.append(RecordingScores((feats[sl] % d_sae).astype(np.int32), (total[sl] / m).astype(np.float32),
+                                   (count[sl] / m).astype(np.float32), peak[sl].astype(np.float32), int(T), *frames))
+        pos += int(T)
+    return out
+
+
+SAE_PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def on_device_sae(sae, device: torch.device, dtype: torch.dtype | None = None):
+    """The SAE on ``device`` in ``dtype`` (a copy when it differs: the caller's module is left as it was)."""
+    dtype = dtype or sae.W_enc.dtype
+    if sae.W_enc.device == device and sae.W_enc.dtype == dtype:
         return sae
-    copy = type(sae)(sae.cfg, dtype=sae.W_enc.dtype, device=device)
-    copy.load_state_dict(sae.state_dict())
+    copy = type(sae)(sae.cfg, dtype=dtype, device=device)
+    copy.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in sae.state_dict().items()})
     return copy.eval()
+
+
+class _tf32:
+    """TF32 matmuls inside the block only (the flag is process-wide; restored on exit)."""
+
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        self.was = torch.backends.cuda.matmul.allow_tf32
+        if self.on:
+            torch.backends.cuda.matmul.allow_tf32 = True
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32 = self.was
 
 
 class _Prefetch:
@@ -151,6 +195,45 @@ class _Prefetch:
             self._stop.set()
 
 
+class _Writer:
+    """One background thread that runs submitted jobs in order, at most ``depth`` waiting.
+
+    Why: collecting a chunk's aggregates from the GPU synchronises on it, and writing the cache is
+    host work; on a second thread both overlap the next chunk's encoder passes. A job's error is
+    re-raised in the submitting thread (at the next ``submit`` or at ``close``), never lost.
+    """
+
+    def __init__(self, depth: int = 1):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job[0](*job[1:])
+                except BaseException as exc:  # noqa: BLE001 - handed to the submitting thread
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, fn, *args) -> None:
+        self._raise()
+        self._q.put((fn, *args))
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        self._raise()
+
+
 def in_shard(recording_id: str, shard: tuple[int, int]) -> bool:
     i, n = shard
     return stable_bucket(recording_id, n) == i
@@ -168,8 +251,10 @@ class RunSummary:
     """Seconds of audio encoded in this run (cache hits excluded)."""
     skipped: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
-    """Wall time by stage: waiting for audio, encoder, SAE + aggregation, cache writes (the GPU is
-    synchronised after the encoder so the split is real)."""
+    """Wall time by stage. Main thread: ``wait_audio`` (decoding not ready), ``encoder`` (on a device:
+    queueing the encoder and SAE work), ``wait_writer`` (the writer thread is behind: GPU- or write-bound).
+    Writer thread (device path; overlaps the main thread): ``sae_aggregate`` (waiting for the GPU and
+    collecting aggregates), ``cache_write``."""
 
     def text(self) -> str:
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
@@ -191,6 +276,7 @@ def score_recordings(
     frame_codes: bool = False,
     reader: Callable[[Iterable[str]], Iterator[SourceBytes]] = read_files,
     sae_digest: str | None = None,
+    sae_precision: str = "fp32",
 ) -> RunSummary:
     """Score the ``ok`` recordings of a Recording table into a store at ``out``.
 
@@ -198,6 +284,11 @@ def score_recordings(
     members; plain files by default). ``sae_digest`` is :func:`sae_hash` of ``sae`` when the caller has
     it already (hashing a 30,720-feature SAE takes seconds). ``fail_after`` raises after that many newly
     encoded recordings (an injected crash, for resume tests).
+
+    ``sae_precision`` (GPU encoders): ``fp32`` (default; the reference codes), ``tf32`` (the SAE's
+    matmul on TF32 tensor cores: measured 4.6x faster on an H200, top-k sets 99.96% the same as fp32) or
+    ``bf16`` (9x faster, 99.1% the same). It is part of the cache key and the manifest, so codes of
+    different precisions never mix.
     """
     i, n = shard
     if not (0 <= i < n):
@@ -210,8 +301,10 @@ def score_recordings(
     ok["pseudo_id"] = guardrails.pseudonymise(ok["recording_id"], salt, "r").to_numpy()
     ok = ok.sort_values("pseudo_id", kind="stable").reset_index(drop=True)
     cache = ScoreCache(cache_dir)
+    if sae_precision not in SAE_PRECISIONS:
+        raise ClinicalTransferError(f"unknown SAE precision {sae_precision!r}", f"use one of {', '.join(SAE_PRECISIONS)}")
     s_hash, enc_id, d_sae = sae_digest or sae_hash(sae), encoder.id(), sae.cfg.d_sae
-    agg = AGGREGATION + (FRAMES_TAG if frame_codes else "")
+    agg = AGGREGATION + (FRAMES_TAG if frame_codes else "") + ("" if sae_precision == "fp32" else f"|sae_{sae_precision}")
     keys = [cache_key(a, enc_id, encoder.layer, s_hash, agg) for a in ok["audio_sha256"]]
     results: dict[int, object] = {}
     todo = []
@@ -229,34 +322,23 @@ def score_recordings(
     device_states = getattr(encoder, "device_hidden_states", None)
     dev = getattr(encoder, "device", torch.device("cpu"))
     dev = torch.device(dev) if not isinstance(dev, torch.device) else dev
-    sae_run = on_device_sae(sae, dev) if device_states is not None else sae
-    clock = {"wait_audio": 0.0, "encoder": 0.0, "sae_aggregate": 0.0, "cache_write": 0.0}
+    if device_states is None and sae_precision != "fp32":
+        raise ClinicalTransferError(f"--sae-precision {sae_precision} needs an encoder that keeps its states on a device "
+                                    f"(gemma, hf-encoder); {encoder.name} runs the SAE in fp32 on the host",
+                                    "drop --sae-precision or use --sae-precision fp32")
+    sae_run = on_device_sae(sae, dev, torch.bfloat16 if sae_precision == "bf16" else None) if device_states is not None \
+        else sae
+    clock = {"wait_audio": 0.0, "encoder": 0.0, "sae_aggregate": 0.0, "cache_write": 0.0, "wait_writer": 0.0}
+    lock = threading.Lock()
 
     def tick(stage: str, since: float) -> float:
         now = time.perf_counter()
-        clock[stage] += now - since
+        with lock:
+            clock[stage] += now - since
         return now
 
-    def run(items: list[tuple[int, np.ndarray]]) -> None:
+    def keep(items: list[tuple[int, np.ndarray]], scored_all: list[RecordingScores]) -> None:
         t = time.perf_counter()
-        if device_states is not None:  # SAE and aggregation on the encoder's device; only aggregates come back
-            states = device_states([y for _, y in items])
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t = tick("encoder", t)
-            x = torch.cat(states) if states else torch.zeros(0, encoder.width, device=dev)
-            codes = sae_run.encode_sparse(x.to(sae_run.W_enc.dtype), batch_size=8192 if dev.type == "cuda" else 1024,
-                                          sort=False)
-            scored_all = aggregate_codes(codes.indices, codes.values, [len(st) for st in states], d_sae, frame_codes)
-        else:
-            states = encoder.hidden_states([y for _, y in items])
-            t = tick("encoder", t)
-            scored_all = []
-            for st in states:
-                codes = sae.encode_sparse(st, sort=False)  # aggregation does not need sorted ids
-                scored_all.append(aggregate(codes.indices.numpy(), codes.values.to(torch.float32).numpy(), d_sae,
-                                            frame_codes))
-        t = tick("sae_aggregate", t)
         for (row, y), scored in zip(items, scored_all):
             cache.put(keys[row], scored)
             results[row] = scored
@@ -269,6 +351,40 @@ def score_recordings(
         dt = max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(rec_s=f"{summary.encoded / dt:.1f}", audio_s_per_s=f"{summary.audio_seconds / dt:.0f}")
 
+    def collect(items, codes, lengths) -> None:  # on the writer thread: its syncs block only it
+        t = time.perf_counter()
+        scored_all = aggregate_codes(codes.indices, codes.values, lengths, d_sae, frame_codes)
+        tick("sae_aggregate", t)
+        keep(items, scored_all)
+
+    writer = _Writer() if device_states is not None else None
+
+    def run(items: list[tuple[int, np.ndarray]]) -> None:
+        t = time.perf_counter()
+        if writer is not None:
+            # SAE on the encoder's device; the aggregates come back and are written on a second thread
+            # while this one queues the next chunk's passes, so the GPU is not idle during the writes
+            states = device_states([y for _, y in items])
+            x = torch.cat(states) if states else torch.zeros(0, encoder.width, device=dev)
+            with _tf32(sae_precision == "tf32" and dev.type == "cuda"):
+                codes = sae_run.encode_sparse(x.to(sae_run.W_enc.dtype), batch_size=8192 if dev.type == "cuda" else 1024,
+                                              sort=False)
+            lengths = [len(st) for st in states]
+            del states, x
+            t = tick("encoder", t)
+            writer.submit(collect, items, codes, lengths)
+            tick("wait_writer", t)
+            return
+        states = encoder.hidden_states([y for _, y in items])
+        t = tick("encoder", t)
+        scored_all = []
+        for st in states:
+            codes = sae.encode_sparse(st, sort=False)  # aggregation does not need sorted ids
+            scored_all.append(aggregate(codes.indices.numpy(), codes.values.to(torch.float32).numpy(), d_sae,
+                                        frame_codes))
+        tick("sae_aggregate", t)
+        keep(items, scored_all)
+
     def vanished(src: str) -> None:
         summary.skipped["vanished since the inventory"] = summary.skipped.get("vanished since the inventory", 0) + 1
 
@@ -277,10 +393,16 @@ def score_recordings(
     # them on several threads while it works on the previous ones
     chunk, threads = (max(batch, 256), min(8, os.cpu_count() or 1)) if on_gpu else (batch, 1)
     waiting = time.perf_counter()
-    for items in _Prefetch(batched_waveforms(reader(list(src_row)), encoder.sample_rate, chunk, vanished, threads)):
+    # the first chunk small (the GPU starts sooner), then full chunks
+    for items in _Prefetch(batched_waveforms(reader(list(src_row)), encoder.sample_rate, chunk, vanished, threads,
+                                             first=min(chunk, 32) if on_gpu else None)):
         tick("wait_audio", waiting)
         run([(src_row[src], y) for src, y in items])
         waiting = time.perf_counter()
+    if writer is not None:
+        t = time.perf_counter()
+        writer.close()
+        tick("wait_writer", t)
     summary.seconds = {k: round(v, 3) for k, v in clock.items()}
     bar.close()
     rows = sorted(results)
@@ -296,7 +418,7 @@ def score_recordings(
         "encoder": encoder.name, "encoder_id": enc_id, "layer": encoder.layer,
         "layer_convention": encoder.layer_convention, "frames_per_second": encoder.frames_per_second,
         "sae_sha256": s_hash, "sae_config": sae.cfg.to_dict(), "aggregation": AGGREGATION, "shard": list(shard),
-        "frame_codes": frame_codes,
+        "frame_codes": frame_codes, "sae_precision": sae_precision,
         "salt_sha256": sha256_text(salt),
         "run_summary": {"scored": summary.scored, "skipped": summary.skipped},
     }

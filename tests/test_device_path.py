@@ -88,7 +88,7 @@ def test_on_device_scoring_store_equals_host_path(tiny_gemma_path, tmp_path):
         b = score_recordings(table, _HostOnly(enc), sae, tmp_path / f"host{frames}", tmp_path / f"c2{frames}", "salt",
                              batch=4, progress=False, frame_codes=frames)
         assert a.encoded == b.encoded == 9
-        assert set(a.seconds) == {"wait_audio", "encoder", "sae_aggregate", "cache_write"}
+        assert set(a.seconds) == {"wait_audio", "encoder", "sae_aggregate", "cache_write", "wait_writer"}
         files = sorted(p.name for p in (tmp_path / f"dev{frames}").iterdir())
         assert "index.parquet" in files and len(files) > 3
         for f in files:  # index, aggregate arrays and manifest: byte for byte
@@ -161,6 +161,37 @@ def test_checkpoint_sae_hash_is_remembered_and_equals_the_tensor_hash(tmp_path, 
     assert models.checkpoint_sae_hash(other, None, load_sae(other)) == sae_hash(load_sae(other)) != sae_hash(sae)
 
 
+def test_device_path_injected_failure_is_raised_and_resume_is_identical(tiny_gemma_path, tmp_path):
+    """An error on the writer thread reaches the caller; a re-run resumes from the cache to the same store.
+
+    Same values to float tolerance, not bytes: a transformer's states depend in the last bits on which
+    clips share a pass (GEMM blocking differs with the row count), and a resumed run groups the rest
+    differently. An uninterrupted re-run is byte-identical (test above).
+    """
+    import soundfile as sf
+
+    from clinical_transfer.encoders import get_encoder
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(7):
+        p = tmp_path / f"r{i}.wav"
+        sf.write(p, rng.normal(0, 0.1, 4000 + 97 * i).astype(np.float32), 16000)
+        rows.append({"recording_id": f"r{i}", "participant_id": f"p{i}", "segment_group": "cough",
+                     "recording_type": "cough-heavy", "status": "ok", "source": str(p), "audio_sha256": hashing.sha256_file(p)})
+    table = pd.DataFrame(rows)
+    enc, sae = get_encoder("gemma", model=str(tiny_gemma_path), layer=2), _tiny_sae(32, 64, 4)
+    with pytest.raises(RuntimeError, match="injected failure after 3"):
+        score_recordings(table, enc, sae, tmp_path / "a", tmp_path / "cache", "s", batch=2, progress=False, fail_after=3)
+    resumed = score_recordings(table, enc, sae, tmp_path / "a", tmp_path / "cache", "s", batch=2, progress=False)
+    assert resumed.from_cache >= 3 and resumed.encoded + resumed.from_cache == 7
+    score_recordings(table, enc, sae, tmp_path / "b", tmp_path / "cache2", "s", batch=2, progress=False)
+    assert (tmp_path / "a" / "index.parquet").read_bytes() == (tmp_path / "b" / "index.parquet").read_bytes()
+    for name in ("mean", "frac_active", "max"):
+        np.testing.assert_allclose(np.load(tmp_path / "a" / f"{name}.npy"), np.load(tmp_path / "b" / f"{name}.npy"),
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_prefetch_keeps_order_and_reraises():
     assert list(_Prefetch(iter(range(100)), depth=3)) == list(range(100))
 
@@ -189,3 +220,28 @@ def test_parallel_cached_inventory_equals_serial(demo_small, tmp_path, monkeypat
     monkeypatch.setattr(inventory, "_inspect_job", lambda *a: pytest.fail("checked again despite the cache"))
     cached = CoswaraAdapter(demo_small, workers=2, inspect_cache=tmp_path / "c").recordings(progress=False)
     pd.testing.assert_frame_equal(cached, serial)
+
+
+def test_sae_precision_is_part_of_the_cache_key(tiny_gemma_path, tmp_path):
+    import soundfile as sf
+
+    from clinical_transfer.encoders import get_encoder
+    from clinical_transfer.errors import ClinicalTransferError
+
+    p = tmp_path / "r.wav"
+    sf.write(p, np.random.default_rng(4).normal(0, 0.1, 6000).astype(np.float32), 16000)
+    table = pd.DataFrame([{"recording_id": "r", "participant_id": "p", "segment_group": "cough",
+                           "recording_type": "cough-heavy", "status": "ok", "source": str(p),
+                           "audio_sha256": hashing.sha256_file(p)}])
+    enc, sae = get_encoder("gemma", model=str(tiny_gemma_path), layer=2), _tiny_sae(32, 64, 4)
+    a = score_recordings(table, enc, sae, tmp_path / "a", tmp_path / "c", "s", progress=False)
+    b = score_recordings(table, enc, sae, tmp_path / "b", tmp_path / "c", "s", progress=False, sae_precision="bf16")
+    assert (a.encoded, b.encoded, b.from_cache) == (1, 1, 0)  # bf16 codes never come from the fp32 cache
+    import json
+
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["sae_precision"] == "bf16"
+    with pytest.raises(ClinicalTransferError, match="unknown SAE precision 'fp16'"):
+        score_recordings(table, enc, sae, tmp_path / "x", tmp_path / "c", "s", progress=False, sae_precision="fp16")
+    with pytest.raises(ClinicalTransferError, match="--sae-precision tf32 needs an encoder that keeps its states"):
+        score_recordings(table, _HostOnly(enc), sae, tmp_path / "y", tmp_path / "c", "s", progress=False,
+                         sae_precision="tf32")

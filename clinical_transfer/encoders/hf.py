@@ -146,9 +146,13 @@ class GemmaAudioEncoder:
                              input_features=self._to_device(feats, self.dtype),
                              input_features_mask=self._to_device(fmask), use_cache=False)
             hs = res.last_hidden_state
-            audio = ids_d == self.audio_token_id
+            # audio positions from the host copy of the ids (one contiguous run per row): slicing with
+            # host integers queues no device->host sync, so the next pass is prepared while this one runs
+            audio = (ids == self.audio_token_id).numpy()
             for row, i in enumerate(idx):
-                states[i] = hs[row][audio[row]]
+                where = np.flatnonzero(audio[row])
+                lo = int(where[0]) if len(where) else 0
+                states[i] = hs[row, lo : lo + len(where)]
         return [states[i] for i in range(len(batch))]
 
     def hidden_states(self, batch: list[np.ndarray]) -> list[torch.Tensor]:

@@ -138,7 +138,7 @@ def overlay_run(opts: DataOptions, out: Path, progress: bool, demo: bool = False
 
 def extract(opts: DataOptions, out: Path, encoder: str, model: str | None, layer: int, sae: str | None,
             k: int | None, device: str, shard: tuple[int, int], cache: str | None, batch: int,
-            frame_codes: bool, progress: bool):
+            frame_codes: bool, progress: bool, sae_precision: str = "fp32"):
     """Score every recording into a (shard) score store; the same stages as ``run-overlay`` up to scores."""
     from clinical_transfer.run.models import resolve_models  # start-up time: torch
     from clinical_transfer.scoring import score_recordings  # start-up time: torch
@@ -149,7 +149,8 @@ def extract(opts: DataOptions, out: Path, encoder: str, model: str | None, layer
     cache_dir = Path(cache) if cache else out.parent / ".score_cache"
     summary = score_recordings(inv.recordings, models.encoder, models.sae, out, cache_dir, cfg.guardrails.salt,
                                shard, batch=batch, progress=progress, frame_codes=frame_codes,
-                               reader=inv.adapter.read_sources, sae_digest=models.sae_digest)
+                               reader=inv.adapter.read_sources, sae_digest=models.sae_digest,
+                               sae_precision=sae_precision)
     return summary, cache_dir
 
 
