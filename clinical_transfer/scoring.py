@@ -124,6 +124,16 @@ def _aggregate_group(indices: torch.Tensor, values: torch.Tensor, lengths: list[
 SAE_PRECISIONS = ("fp32", "tf32", "bf16")
 
 
+def check_sae_precision(encoder, precision: str) -> None:
+    """Refuse an unknown precision, or a reduced one for an encoder whose SAE runs on the host."""
+    if precision not in SAE_PRECISIONS:
+        raise ClinicalTransferError(f"unknown SAE precision {precision!r}", f"use one of {', '.join(SAE_PRECISIONS)}")
+    if precision != "fp32" and getattr(encoder, "device_hidden_states", None) is None:
+        raise ClinicalTransferError(f"--sae-precision {precision} needs an encoder that keeps its states on a device "
+                                    f"(gemma, hf-encoder); {encoder.name} runs the SAE in fp32 on the host",
+                                    "drop --sae-precision or use --sae-precision fp32")
+
+
 def on_device_sae(sae, device: torch.device, dtype: torch.dtype | None = None):
     """The SAE on ``device`` in ``dtype`` (a copy when it differs: the caller's module is left as it was)."""
     dtype = dtype or sae.W_enc.dtype
@@ -301,8 +311,7 @@ def score_recordings(
     ok["pseudo_id"] = guardrails.pseudonymise(ok["recording_id"], salt, "r").to_numpy()
     ok = ok.sort_values("pseudo_id", kind="stable").reset_index(drop=True)
     cache = ScoreCache(cache_dir)
-    if sae_precision not in SAE_PRECISIONS:
-        raise ClinicalTransferError(f"unknown SAE precision {sae_precision!r}", f"use one of {', '.join(SAE_PRECISIONS)}")
+    check_sae_precision(encoder, sae_precision)
     s_hash, enc_id, d_sae = sae_digest or sae_hash(sae), encoder.id(), sae.cfg.d_sae
     agg = AGGREGATION + (FRAMES_TAG if frame_codes else "") + ("" if sae_precision == "fp32" else f"|sae_{sae_precision}")
     keys = [cache_key(a, enc_id, encoder.layer, s_hash, agg) for a in ok["audio_sha256"]]
@@ -322,10 +331,6 @@ def score_recordings(
     device_states = getattr(encoder, "device_hidden_states", None)
     dev = getattr(encoder, "device", torch.device("cpu"))
     dev = torch.device(dev) if not isinstance(dev, torch.device) else dev
-    if device_states is None and sae_precision != "fp32":
-        raise ClinicalTransferError(f"--sae-precision {sae_precision} needs an encoder that keeps its states on a device "
-                                    f"(gemma, hf-encoder); {encoder.name} runs the SAE in fp32 on the host",
-                                    "drop --sae-precision or use --sae-precision fp32")
     sae_run = on_device_sae(sae, dev, torch.bfloat16 if sae_precision == "bf16" else None) if device_states is not None \
         else sae
     clock = {"wait_audio": 0.0, "encoder": 0.0, "sae_aggregate": 0.0, "cache_write": 0.0, "wait_writer": 0.0}

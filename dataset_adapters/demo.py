@@ -129,7 +129,9 @@ class _Person:
     voice: synth.Voice
 
 
-def _participant(i: int, cfg: DemoConfig) -> _Person:
+def _participant(i: int, cfg: DemoConfig, site: str = "a") -> _Person:
+    """Participant ``i``. Site ``b`` (the replication corpus) differs in one planted fact only: its asthma
+    is independent of sex and wave (the same random draws are consumed, so site ``a`` is unchanged)."""
     rng = np.random.default_rng([cfg.seed, i])
     pid = "".join(rng.choice(_ALNUM, 28))
     waves = list(WAVES)
@@ -139,7 +141,8 @@ def _participant(i: int, cfg: DemoConfig) -> _Person:
     female = sex == "female"
     age = int(rng.integers(18, 76))
     st = bool(rng.random() < 0.3)
-    asthma = bool(rng.random() < 0.05 + 0.45 * female + 0.3 * (w >= 2))
+    u = rng.random()
+    asthma = bool(u < 0.05 + 0.45 * female + 0.3 * (w >= 2)) if site == "a" else bool(u < 0.3)
     diabetes = bool(rng.random() < 0.3)
     pos = rng.random() < (0.1, 0.2, 0.5, 0.6)[w]
     if pos:
@@ -264,6 +267,47 @@ def write_demo_corpus(out: str | Path, cfg: DemoConfig = DemoConfig(), progress:
             _write_split_tar(folder, wave, files, cfg.part_size_bytes)
     (root / "DEMO_README.md").write_text(_DEMO_README.format(cfg=cfg))
     return root
+
+
+#: Columns of the site-B manifest (the generic CSV manifest adapter's layout).
+SITE_B_COLUMNS = ("path", "participant_id", "segment_type", "age", "sex", "wave", "st", "asthma", "diabetes",
+                  "covid_status")
+
+
+def write_site_b_corpus(out: str | Path, cfg: DemoConfig = DemoConfig(n_participants=100, seed=1, duration_s=2.0,
+                                                                       faults=False),
+                        progress: bool = True) -> Path:
+    """A second synthetic corpus for the replication test, in the generic CSV-manifest layout.
+
+    Other people (another seed), another layout (``manifest.csv`` + ``audio/<id>/<type>.wav``), the same
+    recording devices per wave and the same planted ``st`` voice-quality effect — but ``asthma`` is
+    independent of sex and wave here. So ``st``'s correlates found in the demo corpus should replicate,
+    and features that moved with ``asthma`` there only through its confounds should not.
+    """
+    root = Path(out)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    people = [_participant(i, cfg, site="b") for i in range(cfg.n_participants)]
+    for i, p in enumerate(tqdm(people, desc="site-B corpus", unit="participant", disable=None if progress else True)):
+        for rtype in COSWARA_TYPES:
+            rel = f"audio/{p.pid}/{rtype}.wav"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(_wav_bytes(_synthesise(p, rtype, cfg, i), cfg.sample_rate_hz))
+            rows.append({"path": rel, "participant_id": p.pid, "segment_type": rtype, "age": p.age, "sex": p.sex,
+                         "wave": p.wave, "st": str(p.st), "asthma": str(p.asthma), "diabetes": str(p.diabetes),
+                         "covid_status": p.covid_status})
+    pd.DataFrame(rows, columns=list(SITE_B_COLUMNS)).to_csv(root / "manifest.csv", index=False)
+    (root / "DEMO_README.md").write_text(_SITE_B_README.format(cfg=cfg))
+    return root
+
+
+_SITE_B_README = """# Replication demo corpus, site B (synthetic; NON-DIAGNOSTIC)
+
+Written by `clinical-transfer demo-corpus --site b` with {cfg}.
+Generic CSV-manifest layout (`--dataset manifest`). Every sound is synthetic.
+Planted: `st` changes voice quality in vowels and counting (as in the demo corpus); `asthma` is independent
+of sex and wave here (in the demo corpus it is confounded with both); `diabetes` is null.
+"""
 
 
 def _write_split_tar(folder: Path, stem: str, files: list[tuple[str, bytes]], part_size: int) -> None:

@@ -245,3 +245,11 @@ def test_sae_precision_is_part_of_the_cache_key(tiny_gemma_path, tmp_path):
     with pytest.raises(ClinicalTransferError, match="--sae-precision tf32 needs an encoder that keeps its states"):
         score_recordings(table, _HostOnly(enc), sae, tmp_path / "y", tmp_path / "c", "s", progress=False,
                          sae_precision="tf32")
+
+
+def test_compile_is_refused_for_other_encoders():
+    from clinical_transfer.errors import ClinicalTransferError
+    from clinical_transfer.run.models import resolve_models
+
+    with pytest.raises(ClinicalTransferError, match="--compile is for the gemma encoder, not ge2e"):
+        resolve_models("ge2e", 3, device="cpu", compile=True)

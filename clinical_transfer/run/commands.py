@@ -101,9 +101,28 @@ def prepare_demo(opts: DataOptions, out: Path, progress: bool) -> DataOptions:
 
 
 def demo_corpus(out: str, participants: int, seed: int, layout: str, duration_s: float,
-                progress: bool) -> tuple[Path, DemoConfig]:
+                progress: bool, site: str = "a") -> tuple[Path, DemoConfig]:
+    """Site ``a``: the demo corpus (Coswara layout); site ``b``: the replication corpus (CSV manifest)."""
+    if site == "b":
+        from dataset_adapters.demo import write_site_b_corpus
+
+        cfg = DemoConfig(n_participants=participants, seed=seed, layout="manifest", duration_s=duration_s, faults=False)
+        return write_site_b_corpus(out, cfg, progress=progress), cfg
     cfg = DemoConfig(n_participants=participants, seed=seed, layout=layout, duration_s=duration_s)
     return write_demo_corpus(out, cfg, progress=progress), cfg
+
+
+def replicate(opts: DataOptions, out: Path, frozen: str, label: str, column: str | None, positive: list[str],
+              negative: list[str], group_map: dict[str, str], verdicts: list[str], draws: int, model: str | None,
+              sae: str | None, device: str, progress: bool):
+    """Replicate a frozen overlay's correlates in the corpus of ``opts`` (see :mod:`clinical_transfer.run.replicate`)."""
+    from clinical_transfer.run.replicate import DEFAULT_VERDICTS, ReplicationSpec
+    from clinical_transfer.run.replicate import replicate as run_replication  # start-up time: torch
+
+    cfg, _ = resolve_config(opts)
+    spec = ReplicationSpec(Path(frozen), label, column or "", positive, negative, None, group_map,
+                           tuple(verdicts) or DEFAULT_VERDICTS, draws, model, sae, device)
+    return run_replication(cfg, spec, out, progress=progress)
 
 
 def datasets() -> list[str]:
@@ -138,13 +157,14 @@ def overlay_run(opts: DataOptions, out: Path, progress: bool, demo: bool = False
 
 def extract(opts: DataOptions, out: Path, encoder: str, model: str | None, layer: int, sae: str | None,
             k: int | None, device: str, shard: tuple[int, int], cache: str | None, batch: int,
-            frame_codes: bool, progress: bool, sae_precision: str = "fp32"):
+            frame_codes: bool, progress: bool, sae_precision: str = "fp32", compile: bool = False):
     """Score every recording into a (shard) score store; the same stages as ``run-overlay`` up to scores."""
     from clinical_transfer.run.models import resolve_models  # start-up time: torch
-    from clinical_transfer.scoring import score_recordings  # start-up time: torch
+    from clinical_transfer.scoring import check_sae_precision, score_recordings  # start-up time: torch
 
     cfg, _ = resolve_config(opts)
-    models = resolve_models(encoder, layer, model, sae, device, k=k)
+    models = resolve_models(encoder, layer, model, sae, device, k=k, compile=compile)
+    check_sae_precision(models.encoder, sae_precision)  # before the inventory, not after it
     inv = run_inventory(cfg, out / "inventory", progress=progress)
     cache_dir = Path(cache) if cache else out.parent / ".score_cache"
     summary = score_recordings(inv.recordings, models.encoder, models.sae, out, cache_dir, cfg.guardrails.salt,

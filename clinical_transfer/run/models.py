@@ -57,9 +57,15 @@ def checkpoint_sae_hash(path: str | Path, k: int | None, sae) -> str:
 
 
 def resolve_models(encoder: str, layer: int, model: str | None = None, sae: str | None = None,
-                   device: str = "auto", k: int | None = None, need_sae: bool = True) -> Models:
-    """Load the encoder (on the resolved device) and its SAE (given, or the embedded default)."""
-    enc = get_encoder(encoder, model=model or None, layer=layer, device=resolve_device(device))
+                   device: str = "auto", k: int | None = None, need_sae: bool = True, compile: bool = False) -> Models:
+    """Load the encoder (on the resolved device) and its SAE (given, or the embedded default).
+
+    ``compile``: ``torch.compile`` the Gemma decoder (measured 1,121 -> 1,639 audio-s/s on an H200, after a
+    ~90 s first call; pays off for corpora of more than ~2 GPU-minutes)."""
+    if compile and encoder != "gemma":
+        raise ClinicalTransferError(f"--compile is for the gemma encoder, not {encoder}", "drop --compile")
+    options = {"compile": True} if compile else {}
+    enc = get_encoder(encoder, model=model or None, layer=layer, device=resolve_device(device), **options)
     if not need_sae:
         return Models(enc, None, "", "")
     if sae == "fit":
