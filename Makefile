@@ -15,9 +15,10 @@ $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_C) -e '.[test]'
 	touch $@
 
-# The peer SAE libraries (sae-lens, eai-sparsify) are test oracles only: installed for `make test`.
+# The peer SAE libraries (sae-lens, eai-sparsify) are test oracles only, and Ray (the [cluster] extra)
+# is optional for users: both are installed for `make test`, so CI exercises them.
 $(BIN)/.peers: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_C) -e '.[test,peers]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_C) -e '.[test,peers,cluster]'
 	touch $@
 
 env: $(BIN)/.installed

@@ -121,7 +121,7 @@ def _cmd_eval_sae(a):
 def _cmd_extract(a):
     summary, cache = run.extract(_data(a), Path(a.out), a.encoder, a.model, a.layer, a.sae, a.k, a.device,
                                  run.parse_shard(a.shard), a.cache, a.batch, a.frame_codes, not a.quiet, a.sae_precision,
-                                 a.compile)
+                                 a.compile, a.engine, _ray_options(a))
     _say(BANNER, summary.text(), f"score store written to {a.out} (cache: {cache})")
 
 
@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the gemma decoder: ~1.5x faster capture on an H200 after a ~90 s first call")
     p.add_argument("--out", required=True, help="score store folder")
+    _add_engine_args(p)
 
     p = _verb(sub, "replicate", _cmd_replicate, "test a frozen overlay's correlates in a second corpus", data=True)
     p.add_argument("--frozen", required=True, help="frozen overlay folder (reports/frozen/NAME)")
@@ -333,7 +334,26 @@ def build_run_overlay_parser() -> argparse.ArgumentParser:
     p.add_argument("--adjust-acoustic", type=int, default=None, metavar="K",
                    help="run every overlay again with the top-K eGeMAPS components as confounds (reported side by side)")
     p.add_argument("--inventory-only", action="store_true", help="stop after the inventory")
+    _add_engine_args(p)
     return p
+
+
+def _add_engine_args(p) -> None:
+    g = p.add_argument_group("engine (scoring on a Ray cluster; needs the [cluster] extra)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local")
+    g.add_argument("--ray-address", default=None, help="auto (a running cluster) or HOST:PORT; default: a local instance")
+    g.add_argument("--workers", type=int, default=1, help="encoder + SAE actors")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0)
+    g.add_argument("--cpus-per-worker", type=float, default=1.0)
+    g.add_argument("--cpus-per-decoder", type=float, default=1.0)
+
+
+def _ray_options(a):
+    if a.engine != "ray":
+        return None
+    from clinical_transfer.run.ray_engine import RayOptions
+
+    return RayOptions(a.ray_address, a.workers, a.gpus_per_worker, a.cpus_per_worker, a.cpus_per_decoder)
 
 
 @_guarded
@@ -348,7 +368,8 @@ def run_overlay_main(argv: list[str] | None = None) -> int:
     result = run.overlay_run(opts, out, progress=not args.quiet, demo=args.demo,
                              encoder={"name": args.encoder, "model": args.model, "layer": args.layer, "sae": args.sae},
                              sae_fit={"seeds": args.sae_seeds, "fit_on": args.sae_fit_on},
-                             analysis={"adjust_acoustic": args.adjust_acoustic})
+                             analysis={"adjust_acoustic": args.adjust_acoustic},
+                             engine=args.engine, ray_options=_ray_options(args))
     _say(BANNER, result.summary(), f"report: {out / 'REPORT.md'} and {out / 'report.html'}; overlay tables under "
          f"{out / 'overlays'}", f"check it with: clinical-transfer audit {out}")
     return 0

@@ -272,6 +272,50 @@ class RunSummary:
                 f"{self.audio_seconds:.0f} s of audio); skipped: {skipped}")
 
 
+@dataclass
+class ScoringPlan:
+    """Which recordings a scoring run covers, in store order, and each one's cache key."""
+
+    summary: RunSummary
+    ok: pd.DataFrame
+    """The shard's ``ok`` recordings, sorted by pseudonymous id (the store's row order)."""
+    keys: list[str]
+    sae_digest: str
+    encoder_id: str
+
+
+def plan_scoring(recordings: pd.DataFrame, encoder, sae, salt: str, shard: tuple[int, int] = (0, 1),
+                 frame_codes: bool = False, sae_digest: str | None = None, sae_precision: str = "fp32") -> ScoringPlan:
+    """The shard's recordings and their content-addressed cache keys (shared by every engine, so a
+    recording scored by a Ray actor is found by the single-process run, and back)."""
+    i, n = shard
+    if not (0 <= i < n):
+        raise ClinicalTransferError(f"shard {i}/{n} does not exist", "use --shard i/N with 0 <= i < N")
+    mine = recordings[[in_shard(r, shard) for r in recordings["recording_id"].astype(str)]]
+    summary = RunSummary()
+    for status, cnt in mine[mine["status"] != "ok"]["status"].value_counts().sort_index().items():
+        summary.skipped[str(status)] = int(cnt)
+    ok = mine[mine["status"] == "ok"].copy()
+    ok["pseudo_id"] = guardrails.pseudonymise(ok["recording_id"], salt, "r").to_numpy()
+    ok = ok.sort_values("pseudo_id", kind="stable").reset_index(drop=True)
+    check_sae_precision(encoder, sae_precision)
+    s_hash, enc_id = sae_digest or sae_hash(sae), encoder.id()
+    agg = AGGREGATION + (FRAMES_TAG if frame_codes else "") + ("" if sae_precision == "fp32" else f"|sae_{sae_precision}")
+    keys = [cache_key(a, enc_id, encoder.layer, s_hash, agg) for a in ok["audio_sha256"]]
+    return ScoringPlan(summary, ok, keys, s_hash, enc_id)
+
+
+def score_host(encoder, sae, waveforms: list[np.ndarray], frame_codes: bool = False) -> list[RecordingScores]:
+    """Encoder states on the host, SAE codes and aggregates per recording (the CPU path; also what each
+    Ray actor runs, so its cache entries equal the single-process run's byte for byte)."""
+    d_sae = sae.cfg.d_sae
+    out = []
+    for st in encoder.hidden_states(waveforms):
+        codes = sae.encode_sparse(st, sort=False)  # aggregation does not need sorted ids
+        out.append(aggregate(codes.indices.numpy(), codes.values.to(torch.float32).numpy(), d_sae, frame_codes))
+    return out
+
+
 def score_recordings(
     recordings: pd.DataFrame,
     encoder,
@@ -300,21 +344,9 @@ def score_recordings(
     ``bf16`` (9x faster, 99.1% the same). It is part of the cache key and the manifest, so codes of
     different precisions never mix.
     """
-    i, n = shard
-    if not (0 <= i < n):
-        raise ClinicalTransferError(f"shard {i}/{n} does not exist", "use --shard i/N with 0 <= i < N")
-    mine = recordings[[in_shard(r, shard) for r in recordings["recording_id"].astype(str)]]
-    summary = RunSummary()
-    for status, cnt in mine[mine["status"] != "ok"]["status"].value_counts().sort_index().items():
-        summary.skipped[str(status)] = int(cnt)
-    ok = mine[mine["status"] == "ok"].copy()
-    ok["pseudo_id"] = guardrails.pseudonymise(ok["recording_id"], salt, "r").to_numpy()
-    ok = ok.sort_values("pseudo_id", kind="stable").reset_index(drop=True)
+    plan = plan_scoring(recordings, encoder, sae, salt, shard, frame_codes, sae_digest, sae_precision)
+    summary, ok, keys, s_hash, enc_id, d_sae = plan.summary, plan.ok, plan.keys, plan.sae_digest, plan.encoder_id, sae.cfg.d_sae
     cache = ScoreCache(cache_dir)
-    check_sae_precision(encoder, sae_precision)
-    s_hash, enc_id, d_sae = sae_digest or sae_hash(sae), encoder.id(), sae.cfg.d_sae
-    agg = AGGREGATION + (FRAMES_TAG if frame_codes else "") + ("" if sae_precision == "fp32" else f"|sae_{sae_precision}")
-    keys = [cache_key(a, enc_id, encoder.layer, s_hash, agg) for a in ok["audio_sha256"]]
     results: dict[int, object] = {}
     todo = []
     for row, key in enumerate(keys):
@@ -380,14 +412,8 @@ def score_recordings(
             writer.submit(collect, items, codes, lengths)
             tick("wait_writer", t)
             return
-        states = encoder.hidden_states([y for _, y in items])
-        t = tick("encoder", t)
-        scored_all = []
-        for st in states:
-            codes = sae.encode_sparse(st, sort=False)  # aggregation does not need sorted ids
-            scored_all.append(aggregate(codes.indices.numpy(), codes.values.to(torch.float32).numpy(), d_sae,
-                                        frame_codes))
-        tick("sae_aggregate", t)
+        scored_all = score_host(encoder, sae, [y for _, y in items], frame_codes)
+        tick("encoder", t)  # host path: encoder and SAE together
         keep(items, scored_all)
 
     def vanished(src: str) -> None:

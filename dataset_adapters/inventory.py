@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import warnings
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 
@@ -210,17 +212,32 @@ class Inspector:
             if len(self._waiting) >= self.START_POOL_AT:
                 self._pool = _pool(self.workers)
                 for k, g, p, d in self._waiting:
-                    self._flight.append((k, g, p, self._pool.submit(_inspect_job, d, self.audio_cfg, self.tag)))
+                    self._flight.append((k, g, p, d, self._pool.submit(_inspect_job, d, self.audio_cfg, self.tag)))
                 self._waiting = []
             yield from self._drain(4 * self.workers)
             return
-        self._flight.append((key, group, path, self._pool.submit(_inspect_job, data, self.audio_cfg, self.tag)))
+        self._flight.append((key, group, path, data, self._pool.submit(_inspect_job, data, self.audio_cfg, self.tag)))
         yield from self._drain(4 * self.workers)
 
     def _drain(self, keep: int):
         while len(self._flight) > keep:
-            k, g, p, fut = self._flight.popleft()
-            yield self._done(k, g, p, fut.result(), True)
+            k, g, p, d, fut = self._flight.popleft()
+            try:
+                info = fut.result()
+            except BrokenProcessPool:
+                # a worker died (e.g. a script calling this without `if __name__ == "__main__":`, which
+                # the fork server's workers re-import): finish serially, same results, with a warning
+                warnings.warn("the inventory's process pool failed; checking the remaining recordings in this "
+                              "process (guard a calling script with `if __name__ == '__main__':`)", stacklevel=2)
+                self._pool.shutdown(cancel_futures=True)
+                self._pool, self.workers = None, 1
+                info = _inspect_job(d, self.audio_cfg, self.tag)
+                rest, self._flight = list(self._flight), deque()
+                yield self._done(k, g, p, info, True)
+                for k2, g2, p2, d2, _ in rest:
+                    yield self._done(k2, g2, p2, _inspect_job(d2, self.audio_cfg, self.tag), True)
+                return
+            yield self._done(k, g, p, info, True)
 
     def finish(self):
         for k, g, p, d in self._waiting:

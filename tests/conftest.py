@@ -60,7 +60,7 @@ def run_demo(root: Path, config_text: str, out_name: str = "run") -> Path:
 
 
 def run_corpus(tmp_path: Path, dataset: str, data_root: Path, label: str, confounds: list[str], group: str,
-               label_extra: str = "") -> Path:
+               label_extra: str = "", extra_args: tuple[str, ...] = ()) -> Path:
     """Run ``run-overlay`` on a corpus fixture (embedded SAE, few permutations, no evidence packets);
     ``label_extra`` is added to the label's table. Returns the output folder."""
     from clinical_transfer.cli import run_overlay_main
@@ -85,7 +85,7 @@ segment_groups = ["{group}"]
 column = "{label}"
 """.replace("'", '"') + label_extra + "\n")
     out = tmp_path / f"{dataset}_out"
-    assert run_overlay_main(["--config", str(cfg), "--quiet", "--out", str(out)]) == 0
+    assert run_overlay_main(["--config", str(cfg), "--quiet", "--out", str(out), *extra_args]) == 0
     return out
 
 

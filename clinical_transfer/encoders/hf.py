@@ -107,6 +107,7 @@ class GemmaAudioEncoder:
         self.samples_per_token = config.audio_config.audio_embed_dim
         self.padding_side = "right"
         self._id = _dir_digest(path, f"gemma:{layer}:{self.dtype}")
+        self.model_path = str(path)
 
     def id(self) -> str:
         return self._id
@@ -189,6 +190,7 @@ class HFSpeechEncoder:
         self.width = config.d_model if self.kind == "whisper" else config.hidden_size
         self.batch_size = batch_size
         self._id = _dir_digest(path, f"hf:{self.kind}:{layer}:{self.dtype}")
+        self.model_path = str(path)
 
     def id(self) -> str:
         return self._id

@@ -140,7 +140,8 @@ def inventory(opts: DataOptions, out: Path, progress: bool) -> InventoryResult:
 
 
 def overlay_run(opts: DataOptions, out: Path, progress: bool, demo: bool = False,
-                encoder: dict | None = None, sae_fit: dict | None = None, analysis: dict | None = None):
+                encoder: dict | None = None, sae_fit: dict | None = None, analysis: dict | None = None,
+                engine: str = "local", ray_options=None):
     """``run-overlay``: resolve the config (and demo corpus), apply encoder overrides, run the job."""
     from clinical_transfer.run.overlay import demo_spec, run_overlay  # start-up time: stats, plots, torch
 
@@ -152,12 +153,14 @@ def overlay_run(opts: DataOptions, out: Path, progress: bool, demo: bool = False
             if value is not None:
                 setattr(section, key, value)
     return run_overlay(cfg, out, progress=progress, demo=demo_spec(cfg) if demo else None, config_source=source,
-                       corpus_note="synthetic demo corpus, effects planted on purpose" if demo else "public corpus")
+                       corpus_note="synthetic demo corpus, effects planted on purpose" if demo else "public corpus",
+                       engine=engine, ray_options=ray_options)
 
 
 def extract(opts: DataOptions, out: Path, encoder: str, model: str | None, layer: int, sae: str | None,
             k: int | None, device: str, shard: tuple[int, int], cache: str | None, batch: int,
-            frame_codes: bool, progress: bool, sae_precision: str = "fp32", compile: bool = False):
+            frame_codes: bool, progress: bool, sae_precision: str = "fp32", compile: bool = False,
+            engine: str = "local", ray_options=None):
     """Score every recording into a (shard) score store; the same stages as ``run-overlay`` up to scores."""
     from clinical_transfer.run.models import resolve_models  # start-up time: torch
     from clinical_transfer.scoring import check_sae_precision, score_recordings  # start-up time: torch
@@ -167,10 +170,22 @@ def extract(opts: DataOptions, out: Path, encoder: str, model: str | None, layer
     check_sae_precision(models.encoder, sae_precision)  # before the inventory, not after it
     inv = run_inventory(cfg, out / "inventory", progress=progress)
     cache_dir = Path(cache) if cache else out.parent / ".score_cache"
-    summary = score_recordings(inv.recordings, models.encoder, models.sae, out, cache_dir, cfg.guardrails.salt,
+    recordings = inv.recordings
+    if engine == "ray":  # Ray actors fill the cache; the store is then assembled exactly as below
+        from clinical_transfer.run.ray_engine import RayOptions, prefill_cache, with_ray_counts
+
+        if sae_precision != "fp32" or compile:
+            raise ClinicalTransferError("--engine ray runs the SAE in fp32 without --compile (for now)",
+                                        "drop --sae-precision / --compile, or use --engine local")
+        pre = prefill_cache(recordings, models, cache_dir, cfg.guardrails.salt, inv.adapter.read_sources,
+                            ray_options or RayOptions(), shard, frame_codes, batch)
+        recordings = pre.recordings
+    summary = score_recordings(recordings, models.encoder, models.sae, out, cache_dir, cfg.guardrails.salt,
                                shard, batch=batch, progress=progress, frame_codes=frame_codes,
                                reader=inv.adapter.read_sources, sae_digest=models.sae_digest,
                                sae_precision=sae_precision)
+    if engine == "ray":
+        summary = with_ray_counts(summary, pre)
     return summary, cache_dir
 
 

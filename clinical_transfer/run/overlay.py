@@ -118,7 +118,7 @@ def _corpus_terms(name: str, demo: bool) -> dict:
 
 
 def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: str = "public corpus",
-                demo: dict | None = None, config_source: str = "") -> RunResult:
+                demo: dict | None = None, config_source: str = "", engine: str = "local", ray_options=None) -> RunResult:
     """Run the main job for ``cfg`` into ``out`` and return its :class:`RunResult`.
 
     Stages, in order (as ``extract``): encoder + SAE (resolved once) -> inventory (written under ``out``) -> scores (cached
@@ -158,9 +158,18 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         elif models.sae_name == default_sae.DESCRIPTION:
             stability = default_sae.default_stability()
         private = out.with_name(out.name + "_private")  # per-recording scores never go into the output folder
+        pre = None
+        if engine == "ray":  # Ray actors fill the cache (same keys); the store is assembled below as always
+            from clinical_transfer.run.ray_engine import RayOptions, prefill_cache, with_ray_counts
+
+            pre = prefill_cache(recordings, models, out.parent / ".score_cache", cfg.guardrails.salt,
+                                inv.adapter.read_sources, ray_options or RayOptions())
+            recordings = pre.recordings
         scored = score_recordings(recordings, models.encoder, models.sae, private / "scores",
                                   out.parent / ".score_cache", cfg.guardrails.salt, progress=progress,
                                   reader=inv.adapter.read_sources, sae_digest=models.sae_digest)
+        if pre is not None:
+            scored = with_ray_counts(scored, pre)
         features = feature_table(ScoreStore(private / "scores"), a.aggregation)
         identity = ModelIdentity(models.encoder.name, models.encoder.layer, models.encoder.layer_convention,
                                  models.sae_name)
