@@ -253,3 +253,27 @@ def test_compile_is_refused_for_other_encoders():
 
     with pytest.raises(ClinicalTransferError, match="--compile is for the gemma encoder, not ge2e"):
         resolve_models("ge2e", 3, device="cpu", compile=True)
+
+
+def test_inventory_pool_failure_falls_back_to_serial_with_a_warning(demo_small, monkeypatch):
+    """A dead worker (e.g. a calling script without a __main__ guard) costs speed, not rows."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dataset_adapters import inventory
+    from dataset_adapters.coswara import CoswaraAdapter
+
+    class DeadPool:
+        def submit(self, *a, **k):
+            f = Future()
+            f.set_exception(BrokenProcessPool("a worker died"))
+            return f
+
+        def shutdown(self, **k):
+            pass
+
+    serial = CoswaraAdapter(demo_small, workers=1).recordings(progress=False)
+    monkeypatch.setattr(inventory, "_pool", lambda workers: DeadPool())
+    with pytest.warns(UserWarning, match="the inventory's process pool failed"):
+        fallback = CoswaraAdapter(demo_small, workers=2).recordings(progress=False)
+    pd.testing.assert_frame_equal(fallback, serial)
