@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,33 +225,27 @@ def batched_waveforms(items: Iterable[SourceBytes], sample_rate_hz: int, batch: 
     thousands of audio-seconds per second, more than one core decodes. ``first``: size of the first
     batch (a small one lets the encoder start sooner).
     """
-    size = first or batch
-    if threads <= 1:
-        pending: list[tuple[str, np.ndarray]] = []
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    def start(data):  # a future on the pool, or the waveform itself when decoding inline
+        return pool.submit(load_mono, data, sample_rate_hz) if pool else load_mono(data, sample_rate_hz)
+
+    def done(pending):
+        return [(src, (job.result() if pool else job)[0]) for src, job in pending]
+
+    size, pending = first or batch, []
+    try:
         for src, data in items:
             if data is None:
                 if on_missing is not None:
                     on_missing(src)
                 continue
-            pending.append((src, load_mono(data, sample_rate_hz)[0]))
+            pending.append((src, start(data)))
             if len(pending) >= size:
-                yield pending
+                yield done(pending)
                 pending, size = [], batch
         if pending:
-            yield pending
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads) as pool:
-        futures: list = []
-        for src, data in items:
-            if data is None:
-                if on_missing is not None:
-                    on_missing(src)
-                continue
-            futures.append((src, pool.submit(load_mono, data, sample_rate_hz)))
-            if len(futures) >= size:
-                yield [(s, f.result()[0]) for s, f in futures]
-                futures, size = [], batch
-        if futures:
-            yield [(s, f.result()[0]) for s, f in futures]
+            yield done(pending)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)

@@ -38,6 +38,7 @@ from clinical_transfer.store import (
     ScoreCache,
     aggregate,
     cache_key,
+    compact_frames,
     write_store,
 )
 
@@ -70,12 +71,13 @@ def aggregate_codes(indices: torch.Tensor, values: torch.Tensor, lengths: list[i
     for lo in range(0, len(lengths), group):
         hi = min(lo + group, len(lengths))
         sub = slice(int(starts[lo]), int(starts[hi]))
-        out += _aggregate_group(indices[sub], values[sub], list(lengths[lo:hi]), d_sae, keep_frames)
+        out += _aggregate_group(indices[sub], values[sub], list(lengths[lo:hi]), starts[lo:hi] - starts[lo], d_sae,
+                                keep_frames)
     return out
 
 
-def _aggregate_group(indices: torch.Tensor, values: torch.Tensor, lengths: list[int], d_sae: int,
-                     keep_frames: bool) -> list[RecordingScores]:
+def _aggregate_group(indices: torch.Tensor, values: torch.Tensor, lengths: list[int], starts: np.ndarray,
+                     d_sae: int, keep_frames: bool) -> list[RecordingScores]:
     """Dense (recordings x d_sae) float64 accumulators, filled one frame step at a time.
 
     At step t every recording adds its frame t's k codes; within a step each (recording, feature) is
@@ -86,13 +88,13 @@ def _aggregate_group(indices: torch.Tensor, values: torch.Tensor, lengths: list[
     """
     dev = indices.device
     n_rec = len(lengths)
-    n, k = indices.shape if indices.ndim == 2 else (0, 1)
+    n = indices.shape[0]
     t_max = max(lengths) if lengths else 0
     total = torch.zeros(n_rec * d_sae, dtype=torch.float64, device=dev)
     peak = torch.zeros(n_rec * d_sae, dtype=torch.float64, device=dev)
     count = torch.zeros(n_rec * d_sae, dtype=torch.int32, device=dev)
     if n and t_max:
-        start = torch.as_tensor(np.cumsum([0] + lengths[:-1]), device=dev)
+        start = torch.as_tensor(starts, device=dev)
         length = torch.as_tensor(lengths, device=dev)
         base = (torch.arange(n_rec, device=dev) * d_sae)[:, None]
         idx64, val64 = indices.long(), values.to(torch.float64)
@@ -109,15 +111,13 @@ def _aggregate_group(indices: torch.Tensor, values: torch.Tensor, lengths: list[
     if keep_frames:
         frame_idx, frame_val = indices.cpu().numpy(), values.to(torch.float32).cpu().numpy()
     bounds = np.searchsorted(feats // d_sae, np.arange(n_rec + 1))
-    out, pos = [], 0
+    out = []
     for r, T in enumerate(lengths):
-        sl = slice(bounds[r], bounds[r + 1])
+        sl, fr = slice(bounds[r], bounds[r + 1]), slice(int(starts[r]), int(starts[r]) + T)
         m = max(int(T), 1)
-        frames = (frame_idx[pos : pos + T].astype(np.uint16 if d_sae <= 65536 else np.int32),
-                  frame_val[pos : pos + T].astype(np.float16)) if keep_frames else (None, None)
+        frames = compact_frames(frame_idx[fr], frame_val[fr], d_sae) if keep_frames else (None, None)
         out.append(RecordingScores((feats[sl] % d_sae).astype(np.int32), (total[sl] / m).astype(np.float32),
                                    (count[sl] / m).astype(np.float32), peak[sl].astype(np.float32), int(T), *frames))
-        pos += int(T)
     return out
 
 
@@ -165,8 +165,6 @@ class _Prefetch:
     Why: decoding and resampling run on the CPU while the accelerator encodes the previous batch, so the
     GPU does not wait on the disk; the bound keeps memory flat. Errors are re-raised in the consumer.
     """
-
-    _DONE = object()
 
     def __init__(self, iterator, depth: int = 2):
         self._q: queue.Queue = queue.Queue(maxsize=depth)

@@ -51,6 +51,11 @@ class RecordingScores:
     """... and their activations (float16)."""
 
 
+def compact_frames(indices: np.ndarray, values: np.ndarray, d_sae: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame-level codes as stored: uint16 feature ids (int32 past 65,536 features), float16 values."""
+    return indices.astype(np.uint16 if d_sae <= 65536 else np.int32), values.astype(np.float16)
+
+
 def aggregate(indices: np.ndarray, values: np.ndarray, d_sae: int, keep_frames: bool = False) -> RecordingScores:
     """Aggregate TopK codes (T, k) of one recording over its frames (zeros count as inactive).
 
@@ -67,8 +72,7 @@ def aggregate(indices: np.ndarray, values: np.ndarray, d_sae: int, keep_frames: 
     np.maximum.at(peak, idx, val)
     feats = np.flatnonzero(count).astype(np.int32)
     n = max(T, 1)
-    frames = (indices.astype(np.uint16 if d_sae <= 65536 else np.int32), values.astype(np.float16)) if keep_frames \
-        else (None, None)
+    frames = compact_frames(indices, values, d_sae) if keep_frames else (None, None)
     return RecordingScores(feats, (total[feats] / n).astype(np.float32), (count[feats] / n).astype(np.float32),
                            peak[feats].astype(np.float32), T, *frames)
 

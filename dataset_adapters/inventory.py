@@ -159,7 +159,7 @@ class Inspector:
 
     def __init__(self, audio_cfg: AudioCheckConfig, tag: bool = True, workers: int | None = None,
                  cache_dir: str | Path | None = None):
-        self.audio_cfg, self.tag = audio_cfg, tag
+        self._job = (audio_cfg, tag)  # _inspect_job's settings, in this process or a worker
         self.workers = default_workers() if workers is None else max(1, workers)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         settings = json.dumps({"audio": asdict(audio_cfg), "tag": tag, "tagger": asdict(TaggerConfig()), "v": 1},
@@ -167,7 +167,7 @@ class Inspector:
         self._salt = sha256_bytes(settings.encode())
         self._pool = None
         self._waiting: list = []  # (key, group, cache_path, data) before the pool starts
-        self._flight: deque = deque()  # (key, group, cache_path, future)
+        self._flight: deque = deque()  # (key, group, cache_path, data, future): data kept for a serial fallback
 
     def __enter__(self):
         return self
@@ -205,18 +205,18 @@ class Inspector:
             except ValueError:
                 pass
         if self.workers == 1:
-            yield self._done(key, group, path, _inspect_job(data, self.audio_cfg, self.tag), True)
+            yield self._done(key, group, path, _inspect_job(data, *self._job), True)
             return
         if self._pool is None:
             self._waiting.append((key, group, path, data))
             if len(self._waiting) >= self.START_POOL_AT:
                 self._pool = _pool(self.workers)
                 for k, g, p, d in self._waiting:
-                    self._flight.append((k, g, p, d, self._pool.submit(_inspect_job, d, self.audio_cfg, self.tag)))
+                    self._flight.append((k, g, p, d, self._pool.submit(_inspect_job, d, *self._job)))
                 self._waiting = []
             yield from self._drain(4 * self.workers)
             return
-        self._flight.append((key, group, path, data, self._pool.submit(_inspect_job, data, self.audio_cfg, self.tag)))
+        self._flight.append((key, group, path, data, self._pool.submit(_inspect_job, data, *self._job)))
         yield from self._drain(4 * self.workers)
 
     def _drain(self, keep: int):
@@ -231,16 +231,16 @@ class Inspector:
                               "process (guard a calling script with `if __name__ == '__main__':`)", stacklevel=2)
                 self._pool.shutdown(cancel_futures=True)
                 self._pool, self.workers = None, 1
-                info = _inspect_job(d, self.audio_cfg, self.tag)
+                info = _inspect_job(d, *self._job)
                 rest, self._flight = list(self._flight), deque()
                 yield self._done(k, g, p, info, True)
                 for k2, g2, p2, d2, _ in rest:
-                    yield self._done(k2, g2, p2, _inspect_job(d2, self.audio_cfg, self.tag), True)
+                    yield self._done(k2, g2, p2, _inspect_job(d2, *self._job), True)
                 return
             yield self._done(k, g, p, info, True)
 
     def finish(self):
         for k, g, p, d in self._waiting:
-            yield self._done(k, g, p, _inspect_job(d, self.audio_cfg, self.tag), True)
+            yield self._done(k, g, p, _inspect_job(d, *self._job), True)
         self._waiting = []
         yield from self._drain(0)

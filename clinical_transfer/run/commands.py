@@ -163,29 +163,19 @@ def extract(opts: DataOptions, out: Path, encoder: str, model: str | None, layer
             engine: str = "local", ray_options=None):
     """Score every recording into a (shard) score store; the same stages as ``run-overlay`` up to scores."""
     from clinical_transfer.run.models import resolve_models  # start-up time: torch
-    from clinical_transfer.scoring import check_sae_precision, score_recordings  # start-up time: torch
+    from clinical_transfer.run.ray_engine import score_corpus  # start-up time: torch (Ray only when asked)
+    from clinical_transfer.scoring import check_sae_precision
 
     cfg, _ = resolve_config(opts)
     models = resolve_models(encoder, layer, model, sae, device, k=k, compile=compile)
     check_sae_precision(models.encoder, sae_precision)  # before the inventory, not after it
     inv = run_inventory(cfg, out / "inventory", progress=progress)
     cache_dir = Path(cache) if cache else out.parent / ".score_cache"
-    recordings = inv.recordings
-    if engine == "ray":  # Ray actors fill the cache; the store is then assembled exactly as below
-        from clinical_transfer.run.ray_engine import RayOptions, prefill_cache, with_ray_counts
-
-        if sae_precision != "fp32" or compile:
-            raise ClinicalTransferError("--engine ray runs the SAE in fp32 without --compile (for now)",
-                                        "drop --sae-precision / --compile, or use --engine local")
-        pre = prefill_cache(recordings, models, cache_dir, cfg.guardrails.salt, inv.adapter.read_sources,
-                            ray_options or RayOptions(), shard, frame_codes, batch)
-        recordings = pre.recordings
-    summary = score_recordings(recordings, models.encoder, models.sae, out, cache_dir, cfg.guardrails.salt,
-                               shard, batch=batch, progress=progress, frame_codes=frame_codes,
-                               reader=inv.adapter.read_sources, sae_digest=models.sae_digest,
-                               sae_precision=sae_precision)
-    if engine == "ray":
-        summary = with_ray_counts(summary, pre)
+    if engine == "ray" and compile:
+        raise ClinicalTransferError("--engine ray loads the encoder in each actor without --compile (for now)",
+                                    "drop --compile, or use --engine local")
+    summary = score_corpus(inv.recordings, models, out, cache_dir, cfg.guardrails.salt, inv.adapter.read_sources,
+                           engine, ray_options, shard, batch, frame_codes, progress, sae_precision)
     return summary, cache_dir
 
 

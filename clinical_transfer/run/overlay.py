@@ -25,10 +25,11 @@ from clinical_transfer.run.evidence import write_evidence
 from clinical_transfer.run.fit_sae import fit_corpus_sae
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
+from clinical_transfer.run.ray_engine import score_corpus
 from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunResult
 from clinical_transfer.run.top_frames import write_top_frames
 from clinical_transfer.sae import default as default_sae
-from clinical_transfer.scoring import sae_hash, score_recordings
+from clinical_transfer.scoring import sae_hash
 from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
 from clinical_transfer.stats.controls import NUISANCE  # the columns the negative controls read
 from clinical_transfer.stats.design import add_age_band
@@ -158,18 +159,8 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         elif models.sae_name == default_sae.DESCRIPTION:
             stability = default_sae.default_stability()
         private = out.with_name(out.name + "_private")  # per-recording scores never go into the output folder
-        pre = None
-        if engine == "ray":  # Ray actors fill the cache (same keys); the store is assembled below as always
-            from clinical_transfer.run.ray_engine import RayOptions, prefill_cache, with_ray_counts
-
-            pre = prefill_cache(recordings, models, out.parent / ".score_cache", cfg.guardrails.salt,
-                                inv.adapter.read_sources, ray_options or RayOptions())
-            recordings = pre.recordings
-        scored = score_recordings(recordings, models.encoder, models.sae, private / "scores",
-                                  out.parent / ".score_cache", cfg.guardrails.salt, progress=progress,
-                                  reader=inv.adapter.read_sources, sae_digest=models.sae_digest)
-        if pre is not None:
-            scored = with_ray_counts(scored, pre)
+        scored = score_corpus(recordings, models, private / "scores", out.parent / ".score_cache", cfg.guardrails.salt,
+                              inv.adapter.read_sources, engine, ray_options, progress=progress)
         features = feature_table(ScoreStore(private / "scores"), a.aggregation)
         identity = ModelIdentity(models.encoder.name, models.encoder.layer, models.encoder.layer_convention,
                                  models.sae_name)

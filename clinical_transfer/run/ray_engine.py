@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.scoring import plan_scoring, score_host, score_recordings
 
 #: Actor restarts and per-batch retries (explicit, so a deterministic crash cannot loop forever).
 MAX_RESTARTS = 3
@@ -117,8 +118,6 @@ class _ScoreActor:
         self.kill_after, self.kill_marker, self.done = kill_after, kill_marker, 0
 
     def __call__(self, batch: dict) -> dict:
-        from clinical_transfer.scoring import score_host
-
         keys, reasons = list(batch["key"]), list(batch["reason"])
         good = [i for i, r in enumerate(reasons) if not r]
         scored = score_host(self.encoder, self.sae, [np.asarray(batch["waveform"][i], np.float32) for i in good],
@@ -135,11 +134,30 @@ class _ScoreActor:
         return {"key": np.asarray(keys), "reason": np.asarray(reasons, dtype=object), "audio_s": seconds}
 
 
-def with_ray_counts(summary, pre: Prefill):
-    """The assembled run's summary, counting what the Ray actors encoded (not as cache hits)."""
-    summary.encoded += pre.encoded
-    summary.from_cache -= pre.encoded
-    summary.audio_seconds += pre.audio_seconds
+def score_corpus(recordings: pd.DataFrame, models, out: Path, cache_dir: Path, salt: str, reader, engine: str = "local",
+                 ray_options: RayOptions | None = None, shard: tuple[int, int] = (0, 1), batch: int = 16,
+                 frame_codes: bool = False, progress: bool = True, sae_precision: str = "fp32"):
+    """Score a corpus into a store on either engine (``extract`` and ``run-overlay`` both call this).
+
+    ``ray``: the actors fill the cache first; the store is then assembled by the single-process
+    :func:`~clinical_transfer.scoring.score_recordings` (all cache hits), and the summary counts what
+    the actors encoded as encoded, not as cache hits.
+    """
+    pre = None
+    if engine == "ray":
+        if sae_precision != "fp32":
+            raise ClinicalTransferError("--engine ray runs the SAE in fp32 (for now)",
+                                        "drop --sae-precision, or use --engine local")
+        pre = prefill_cache(recordings, models, cache_dir, salt, reader, ray_options or RayOptions(), shard,
+                            frame_codes, batch)
+        recordings = pre.recordings
+    summary = score_recordings(recordings, models.encoder, models.sae, out, cache_dir, salt, shard, batch=batch,
+                               progress=progress, frame_codes=frame_codes, reader=reader, sae_digest=models.sae_digest,
+                               sae_precision=sae_precision)
+    if pre is not None:
+        summary.encoded += pre.encoded
+        summary.from_cache -= pre.encoded
+        summary.audio_seconds += pre.audio_seconds
     return summary
 
 
@@ -192,7 +210,6 @@ def prefill_cache(recordings: pd.DataFrame, models, cache_dir: Path, salt: str, 
                   shard: tuple[int, int] = (0, 1), frame_codes: bool = False, batch: int = 16,
                   kill_after: int | None = None, kill_marker: str | None = None) -> Prefill:
     """Fill the score cache on Ray, ready for the single-process assembly of the store."""
-    from clinical_transfer.scoring import plan_scoring
     from clinical_transfer.store import ScoreCache
 
     plan = plan_scoring(recordings, models.encoder, models.sae, salt, shard, frame_codes, models.sae_digest)

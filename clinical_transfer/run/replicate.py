@@ -27,7 +27,7 @@ from clinical_transfer.run.config import RunConfig
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
 from clinical_transfer.run.overlay import _corpus_terms, analysis_meta, feature_table
-from clinical_transfer.scoring import score_recordings
+from clinical_transfer.run.ray_engine import score_corpus
 from clinical_transfer.stats import LabelSpec, OverlayConfig, overlay
 from clinical_transfer.stats.replication import group_kind, replication_tables
 from clinical_transfer.store import ScoreStore
@@ -132,9 +132,8 @@ def replicate(cfg: RunConfig, spec: ReplicationSpec, out: Path, progress: bool =
     confounds = [c for c in analysis.get("confounds", []) if c in inv.recordings.columns]
     dropped = [c for c in analysis.get("confounds", []) if c not in inv.recordings.columns]
     private = out.with_name(out.name + "_private")
-    scored = score_recordings(inv.recordings, models.encoder, models.sae, private / "scores", out.parent / ".score_cache",
-                              cfg.guardrails.salt, progress=progress, reader=inv.adapter.read_sources,
-                              sae_digest=models.sae_digest)
+    scored = score_corpus(inv.recordings, models, private / "scores", out.parent / ".score_cache", cfg.guardrails.salt,
+                          inv.adapter.read_sources, progress=progress)
     features = feature_table(ScoreStore(private / "scores"), analysis.get("aggregation", "mean"))
     meta = analysis_meta(inv.recordings, cfg.guardrails.salt, [column, *confounds])
     meta = meta[meta["segment_group"].isin(set(mapping.values()))].reset_index(drop=True)
