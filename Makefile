@@ -24,7 +24,7 @@ $(BIN)/.peers: $(BIN)/.installed
 env: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/run-overlay --demo --out $(DEMO_OUT)
+	$(BIN)/run-overlay --demo --out $(DEMO_OUT) --overwrite
 
 # Gates first (seconds): ruff, and the layer contract of ARCHITECTURE.md (import-linter, pyproject.toml).
 test: $(BIN)/.peers

@@ -83,9 +83,12 @@ def egemaps_table(recordings: pd.DataFrame, salt: str, cache_dir: str | Path, pr
     todo = {}
     for row, key in enumerate(keys):
         path = cache / f"{key}.npy"
-        if path.is_file():
+        try:
             values[row] = np.load(path)
-        else:
+        except FileNotFoundError:
+            todo[ok["source"].iloc[row]] = row
+        except Exception:  # noqa: BLE001 - a corrupt entry (0 bytes, truncated, wrong shape) is recomputed
+            path.unlink(missing_ok=True)
             todo[ok["source"].iloc[row]] = row
     bar = tqdm(total=len(ok), initial=len(ok) - len(todo), desc="eGeMAPS", unit="rec",
                disable=None if progress else True)

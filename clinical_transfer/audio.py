@@ -37,6 +37,9 @@ class AudioCheckConfig:
     """A frame whose RMS is below this level counts as silence."""
     clip_level: float = 0.999
     """Samples at or above this magnitude count as clipped (reported, not rejected)."""
+    max_duration_s: float = 600.0
+    """Longer recordings are ``too_long``, decided from the header before any decoding: one 10-hour file
+    must not take the run down (decoded float32 it would need ~12 GB)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,15 @@ def _decode_av(src, container: str) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(x, dtype=np.float32), rate
 
 
+def _open(data: bytes | str | Path) -> tuple[io.BytesIO | str, str | None]:
+    """What libsndfile/PyAV read (a buffer or a path) and the container PyAV must handle (None: libsndfile)."""
+    if isinstance(data, (bytes, bytearray)):
+        return io.BytesIO(data), _container(bytes(data[:12]))
+    with open(data, "rb") as fh:
+        head = fh.read(12)
+    return str(data), _container(head)
+
+
 def decode(data: bytes | str | Path) -> tuple[np.ndarray, int]:
     """Decode an audio file (path or bytes) to float32 of shape (samples, channels) and its rate.
 
@@ -109,13 +121,7 @@ def decode(data: bytes | str | Path) -> tuple[np.ndarray, int]:
     read, through PyAV. Raises on unreadable input; callers that build inventories use :func:`check`
     instead, which turns errors into reasons.
     """
-    if isinstance(data, (bytes, bytearray)):
-        head, src = bytes(data[:12]), io.BytesIO(data)
-    else:
-        with open(data, "rb") as fh:
-            head = fh.read(12)
-        src = str(data)
-    container = _container(head)
+    src, container = _open(data)
     if container is not None:
         return _decode_av(src, container)
     x, sr = sf.read(src, dtype="float32", always_2d=True)
@@ -172,10 +178,28 @@ def measure(x: np.ndarray, sr: int, cfg: AudioCheckConfig = AudioCheckConfig()) 
     )
 
 
+def declared_duration_s(data: bytes | str | Path) -> float | None:
+    """Duration from the file's header (no decoding), or None when the header does not say."""
+    try:
+        src, container = _open(data)
+        if container is None:
+            info = sf.info(src)
+            return info.frames / info.samplerate if info.samplerate and info.frames >= 0 else None
+        import av  # start-up time: only corpora with such files load FFmpeg
+
+        with av.open(src) as c:
+            return c.duration / av.time_base if c.duration else None
+    except Exception:  # noqa: BLE001 - an unreadable header is decided by the full decode in check()
+        return None
+
+
 def check(data: bytes | str | Path, cfg: AudioCheckConfig = AudioCheckConfig()) -> AudioCheck:
     """Validate one recording. Never raises for bad audio: the problem becomes the reason."""
     if isinstance(data, (bytes, bytearray)) and len(data) == 0:
         return AudioCheck("unreadable", "empty file (0 bytes)")
+    declared = declared_duration_s(data)
+    if declared is not None and declared > cfg.max_duration_s:
+        return AudioCheck("too_long", f"{declared:.0f} s > maximum {cfg.max_duration_s:g} s (not decoded)")
     try:
         x, sr = decode(data)
     except Exception as exc:  # libsndfile reports corrupt/truncated files with many error types
@@ -205,11 +229,14 @@ def read_files(sources: Iterable[str]) -> Iterator[SourceBytes]:
     (archive members) brings its own reader (``Adapter.read_sources``).
     """
     for src in sources:
+        path = Path(src)
+        if path.is_file():  # a folder name may itself contain '::'
+            yield src, path.read_bytes()
+            continue
         if "::" in src:
             raise ClinicalTransferError(f"source {src!r} is an archive member, not a file",
                                         "pass the corpus adapter's read_sources as the reader")
-        path = Path(src)
-        yield src, path.read_bytes() if path.is_file() else None
+        yield src, None
 
 
 def batched_waveforms(items: Iterable[SourceBytes], sample_rate_hz: int, batch: int,

@@ -39,7 +39,8 @@ def _guarded(fn):
 
 
 def _data(args: argparse.Namespace) -> DataOptions:
-    return DataOptions(args.dataset, args.data_root, args.metadata_root, args.only_with_audio, args.config, args.salt)
+    return DataOptions(args.dataset, args.data_root, args.metadata_root, args.only_with_audio, args.config,
+                       run.read_salt(args.salt, args.salt_file))
 
 
 def _split(v: str | None) -> list[str]:
@@ -67,7 +68,7 @@ def _cmd_replicate(a):
         k, v = pair.split("=", 1)
         group_map[k.strip()] = v.strip()
     verdicts = [v.strip() for v in a.verdicts.split(",")] if a.verdicts else []
-    result = run.replicate(_data(a), Path(a.out), a.frozen, a.label, a.column, _split(a.positive), _split(a.negative),
+    result = run.replicate(_data(a), _out(a), a.frozen, a.label, a.column, _split(a.positive), _split(a.negative),
                            group_map, verdicts, a.draws, a.model, a.sae, a.device, not a.quiet)
     _say(BANNER, result.text, f"replication written to {a.out}")
 
@@ -81,7 +82,7 @@ def _print_inventory(result, out) -> None:
 
 
 def _cmd_inventory(a):
-    _print_inventory(run.inventory(_data(a), Path(a.out), progress=not a.quiet), a.out)
+    _print_inventory(run.inventory(_data(a), _out(a), progress=not a.quiet), a.out)
 
 
 def _cmd_stats(a):
@@ -119,7 +120,7 @@ def _cmd_eval_sae(a):
 
 
 def _cmd_extract(a):
-    summary, cache = run.extract(_data(a), Path(a.out), a.encoder, a.model, a.layer, a.sae, a.k, a.device,
+    summary, cache = run.extract(_data(a), _out(a), a.encoder, a.model, a.layer, a.sae, a.k, a.device,
                                  run.parse_shard(a.shard), a.cache, a.batch, a.frame_codes, not a.quiet, a.sae_precision,
                                  a.compile, a.engine, _ray_options(a))
     _say(BANNER, summary.text(), f"score store written to {a.out} (cache: {cache})")
@@ -172,8 +173,19 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metadata-root", default=None, help="folder with combined_data.csv if not the data root")
     p.add_argument("--only-with-audio", action="store_true", help="keep only participants with audio on disk")
     p.add_argument("--config", default=None, help="TOML run config (see configs/)")
-    p.add_argument("--salt", default=None, help="salt of the pseudonymous ids (overrides the config)")
+    p.add_argument("--salt", default=None, help="salt of the pseudonymous ids (overrides the config; 16+ characters)")
+    p.add_argument("--salt-file", default=None, help="read the salt from the first line of this file instead "
+                   "(or set CLINICAL_TRANSFER_SALT): keeps it out of shell history")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear a non-empty output folder of an earlier run first (refused otherwise)")
+
+
+def _out(args: argparse.Namespace) -> Path:
+    """The checked (fresh, writable) output folder: before any work, not after the inventory."""
+    from clinical_transfer.run.outdir import prepare_output
+
+    return prepare_output(args.out, args.overwrite, (args.data_root, args.metadata_root))
 
 
 def _verb(sub, name: str, func, help_: str, data: bool = False, encoder: bool = False, quiet: bool = False):
@@ -359,7 +371,7 @@ def _ray_options(a):
 @_guarded
 def run_overlay_main(argv: list[str] | None = None) -> int:
     args = build_run_overlay_parser().parse_args(argv)
-    out, opts = Path(args.out), _data(args)
+    out, opts = _out(args), _data(args)
     if args.inventory_only:
         if args.demo:
             run.prepare_demo(opts, out, progress=not args.quiet)

@@ -53,6 +53,19 @@ def seeded_order_key(seed: int, key: str) -> str:
     return sha256_text(f"{seed}:{key}")
 
 
+def salt_digest(salt: str) -> str:
+    """What a manifest records of the pseudonym salt: a slow, keyed digest (scrypt), never the salt.
+
+    Why slow: Coswara's ids are public, so a recorded digest that is cheap to recompute lets anyone test
+    guessed salts (the placeholder, short words) and, with a hit, undo every pseudonym. scrypt costs
+    ~50 ms and 16 MiB a guess. Why fixed (no per-run random value): shards of one run and a frozen run's
+    regeneration must compare digests without knowing each other's salt; the 16-character minimum
+    (:func:`clinical_transfer.guardrails.check_salt`) is what keeps the search space out of reach.
+    """
+    key = hashlib.scrypt(salt.encode(), salt=b"clinical-transfer/salt-digest/v1", n=2**14, r=8, p=1, dklen=32)
+    return "scrypt:" + key.hex()
+
+
 def pseudonym(salt: str, key: str, prefix: str) -> str:
     """Salted pseudonym ``prefix_<12 hex>`` of one id (see :func:`clinical_transfer.guardrails.pseudonymise`)."""
     return f"{prefix}_{sha256_text(f'{salt}:{key}')[:12]}"

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from clinical_transfer import guardrails
 from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
 from clinical_transfer.errors import ClinicalTransferError
-from clinical_transfer.hashing import sha256_text, stable_bucket
+from clinical_transfer.hashing import salt_digest, stable_bucket
 from clinical_transfer.store import (
     AGGREGATION,
     FRAMES_TAG,
@@ -448,7 +448,7 @@ def score_recordings(
         "layer_convention": encoder.layer_convention, "frames_per_second": encoder.frames_per_second,
         "sae_sha256": s_hash, "sae_config": sae.cfg.to_dict(), "aggregation": AGGREGATION, "shard": list(shard),
         "frame_codes": frame_codes, "sae_precision": sae_precision,
-        "salt_sha256": sha256_text(salt),
+        "salt_digest": salt_digest(salt),
         "run_summary": {"scored": summary.scored, "skipped": summary.skipped},
     }
     write_store(out, index, [results[r] for r in rows], d_sae, manifest)

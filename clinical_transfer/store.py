@@ -13,6 +13,7 @@ Scores are per-recording activations: they stay private to the run and are never
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -77,20 +78,43 @@ def aggregate(indices: np.ndarray, values: np.ndarray, d_sae: int, keep_frames: 
                            peak[feats].astype(np.float32), T, *frames)
 
 
+def _checksum(s: RecordingScores) -> str:
+    """SHA-256 over an entry's arrays (the zip CRC catches most damage; this catches the rest)."""
+    h = hashlib.sha256()
+    for a in (s.features, s.mean, s.frac_active, s.max, np.int64(s.n_frames), s.frame_indices, s.frame_values):
+        if a is not None:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 class ScoreCache:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        self.corrupt = 0
+        """Entries found corrupt (and removed) by :meth:`get` in this process."""
 
     def path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npz"
 
     def get(self, key: str) -> RecordingScores | None:
+        """The entry, or None when absent — or corrupt (0 bytes, truncated, a bit flipped, a checksum that
+        does not match): a corrupt entry is removed so that the caller recomputes it, never trusted."""
         p = self.path(key)
         if not p.is_file():
             return None
-        with np.load(p) as z:
-            frames = (z["frame_indices"], z["frame_values"]) if "frame_indices" in z else (None, None)
-            return RecordingScores(z["features"], z["mean"], z["frac_active"], z["max"], int(z["n_frames"]), *frames)
+        try:
+            with np.load(p) as z:
+                arrays = {n: z[n] for n in z.files}
+            frames = (arrays["frame_indices"], arrays["frame_values"]) if "frame_indices" in arrays else (None, None)
+            scores = RecordingScores(arrays["features"], arrays["mean"], arrays["frac_active"], arrays["max"],
+                                     int(arrays["n_frames"]), *frames)
+            if "checksum" in arrays and str(arrays["checksum"]) != _checksum(scores):
+                raise ValueError("checksum mismatch")
+            return scores
+        except Exception:  # noqa: BLE001 - any unreadable entry is recomputed, whatever the library raised
+            self.corrupt += 1
+            p.unlink(missing_ok=True)
+            return None
 
     def put(self, key: str, s: RecordingScores) -> None:
         p = self.path(key)
@@ -98,7 +122,7 @@ class ScoreCache:
         buf = io.BytesIO()
         extra = {"frame_indices": s.frame_indices, "frame_values": s.frame_values} if s.frame_indices is not None else {}
         np.savez(buf, features=s.features, mean=s.mean, frac_active=s.frac_active, max=s.max, n_frames=s.n_frames,
-                 **extra)
+                 checksum=_checksum(s), **extra)
         tmp = p.with_suffix(f".tmp{os.getpid()}")
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, p)  # atomic: a killed run never leaves a half-written entry
@@ -119,6 +143,9 @@ def write_store(folder: str | Path, index: pd.DataFrame, scores: list[RecordingS
         arrays["frames_indptr"] = np.concatenate([[0], np.cumsum([len(s.frame_indices) for s in scores])]).astype(np.int64)
         arrays["frames_indices"] = np.concatenate([s.frame_indices for s in scores])
         arrays["frames_values"] = np.concatenate([s.frame_values for s in scores])
+    for stale in folder.glob("frames_*.npy"):  # an earlier store's frame codes are never read as this one's
+        if stale.stem not in arrays:
+            stale.unlink()
     for name, arr in arrays.items():
         np.save(folder / f"{name}.npy", arr)
     guardrails.write_table(index.reset_index(drop=True), folder / "index", formats=("parquet",))
@@ -189,7 +216,7 @@ def merge_stores(shards: list[str | Path], out: str | Path) -> Path:
     if missing:
         raise ClinicalTransferError(f"shard(s) {', '.join(f'{i}/{N}' for i in missing)} missing",
                                     "run the missing shards with --shard i/N, then merge all of them")
-    keys = ("encoder_id", "layer", "sae_sha256", "aggregation", "d_sae", "salt_sha256", "frame_codes")
+    keys = ("encoder_id", "layer", "sae_sha256", "aggregation", "d_sae", "salt_digest", "frame_codes")
     for s in stores[1:]:
         for k in keys:
             if s.manifest.get(k) != stores[0].manifest.get(k):

@@ -15,7 +15,7 @@ SEGMENT_GROUPS = ("prompted_speech", "vowel", "cough", "breath", "other")
 ANALYSED_GROUPS = ("prompted_speech", "vowel", "cough", "breath")
 
 #: Inventory statuses, in the order reports list them.
-STATUSES = ("ok", "missing", "unreadable", "silent", "too_short")
+STATUSES = ("ok", "missing", "unreadable", "silent", "too_short", "too_long")
 #: A status an adapter may add: the corpus itself marks the recording unusable (COUGHVID's cough
 #: classifier below its threshold). Listed after the others, only when it occurs.
 EXCLUDED = "excluded"

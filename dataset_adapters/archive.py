@@ -8,11 +8,16 @@ in pipe mode (``r|gz``) and hand back member bytes; nothing is extracted to disk
 from __future__ import annotations
 
 import io
+import re
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ARCHIVE_SEP = "::"
+#: ``<archive key>::<member>``; the key ends in the archive suffix, so a folder named ``a::b`` is still a path.
+_MEMBER_SOURCE = re.compile(r"^(?P<key>.*?\.(?:tar\.gz(?:\.\*)?|tgz|tar))::(?P<member>.+)$")
 
 
 class ConcatenatedParts(io.RawIOBase):
@@ -46,12 +51,55 @@ class ConcatenatedParts(io.RawIOBase):
         super().close()
 
 
+_PART = re.compile(r"\.tar\.gz\.([a-z]{2})$")
+
+
+@dataclass
+class PartSet:
+    """The parts of one split archive as found on disk: what is read, and what is not and why."""
+
+    stem: str
+    parts: list[Path]
+    ignored: list[Path] = field(default_factory=list)
+    """Files beside the parts that are not ``STEM.tar.gz.[a-z][a-z]`` (``.aa.bak``, ``.part``, ...)."""
+    gap: str | None = None
+    """The first missing suffix when the parts are not contiguous from ``aa`` (parts after it are not read)."""
+
+    def notes(self) -> list[str]:
+        out = [f"{p.name}: not an archive part ({self.stem}.tar.gz.aa, .ab, ...), ignored" for p in self.ignored]
+        if self.gap:
+            out.append(f"{self.stem}.tar.gz.{self.gap} is missing: the parts after it are not read")
+        return out
+
+
+def _suffix(i: int) -> str:
+    return chr(ord("a") + i // 26) + chr(ord("a") + i % 26)
+
+
+def find_parts(folder: Path, stem: str) -> PartSet:
+    """The parts ``stem.tar.gz.aa, .ab, ...`` in order and contiguous from ``aa`` (a single ``stem.tar.gz``
+    too). Why strict: ``tarfile`` reads whatever bytes follow, so a stray ``.aa.bak`` taken as a part would
+    end the stream at its header and silently lose every later member."""
+    candidates = sorted(folder.glob(f"{stem}.tar.gz.*"))
+    named = {m.group(1): p for p in candidates if (m := _PART.search(p.name)) and p.name == f"{stem}.tar.gz.{m.group(1)}"}
+    ignored = [p for p in candidates if p not in named.values()]
+    if not named:
+        single = folder / f"{stem}.tar.gz"
+        return PartSet(stem, [single] if single.is_file() else [], ignored)
+    parts, gap = [], None
+    for i in range(len(named) + 1):
+        suffix = _suffix(i)
+        if suffix not in named:
+            gap = suffix if i < len(named) else None
+            break
+        parts.append(named[suffix])
+    later = sorted(set(named.values()) - set(parts))
+    return PartSet(stem, parts, [p for p in ignored if p not in later], gap)
+
+
 def split_parts(folder: Path, stem: str) -> list[Path]:
-    """The parts ``stem.tar.gz.aa, .ab, ...`` in ``folder``, in order (a single ``stem.tar.gz`` too)."""
-    parts = sorted(folder.glob(f"{stem}.tar.gz.*"))
-    if not parts and (folder / f"{stem}.tar.gz").is_file():
-        parts = [folder / f"{stem}.tar.gz"]
-    return parts
+    """The parts that are read (see :func:`find_parts`)."""
+    return find_parts(folder, stem).parts
 
 
 def archive_key(parts: list[Path]) -> str:
@@ -64,19 +112,39 @@ def parts_from_key(key: str) -> list[Path]:
     """Inverse of :func:`archive_key`."""
     p = Path(key)
     if key.endswith(".*"):
-        return sorted(p.parent.glob(p.name[:-2] + ".*"))
+        return split_parts(p.parent, p.name[:-len(".tar.gz.*")])
     return [p]
 
 
-def iter_members(parts: list[Path], wanted: set[str] | None = None) -> Iterator[tuple[str, bytes]]:
-    """Yield (member name, bytes) for regular files, in archive order; ``wanted`` filters by name."""
-    with ConcatenatedParts(parts) as raw, tarfile.open(fileobj=io.BufferedReader(raw), mode="r|gz") as tar:
-        for info in tar:
-            if not info.isfile() or (wanted is not None and info.name not in wanted):
-                continue
-            fh = tar.extractfile(info)
-            if fh is not None:
-                yield info.name, fh.read()
+def iter_members(parts: list[Path], wanted: set[str] | None = None,
+                 faults: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """Yield (member name, bytes) for regular files, in archive order; ``wanted`` filters by name.
+
+    A member name seen twice (what ``tar -r`` appends produce) yields its *first* copy only — the one the
+    inventory hashed, so the bytes encoded are the bytes whose hash keys the cache. A truncated, corrupt or
+    missing part ends the stream: what was read is kept, and the reason goes to ``faults`` (a list the
+    caller owns), never a traceback.
+    """
+    faults = faults if faults is not None else []
+    seen: set[str] = set()
+    try:
+        with ConcatenatedParts(parts) as raw, tarfile.open(fileobj=io.BufferedReader(raw), mode="r|gz") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                if info.name in seen:
+                    faults.append(f"{info.name}: a second member with this name in {parts[0].name}.. (first copy used)")
+                    continue
+                seen.add(info.name)
+                if wanted is not None and info.name not in wanted:
+                    continue
+                fh = tar.extractfile(info)
+                if fh is not None:
+                    yield info.name, fh.read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        where = ", ".join(p.name for p in parts) if len(parts) <= 3 else f"{parts[0].name} .. {parts[-1].name}"
+        faults.append(f"archive {where} unreadable after {len(seen)} member(s) ({type(exc).__name__}: {exc}); "
+                      "a part is truncated, corrupt or out of order")
 
 
 def read_sources(sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
@@ -86,15 +154,16 @@ def read_sources(sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
     """
     by_archive: dict[str, set[str]] = {}
     for src in sources:
-        if ARCHIVE_SEP in src:
-            key, member = src.split(ARCHIVE_SEP, 1)
-            by_archive.setdefault(key, set()).add(member)
+        m = _MEMBER_SOURCE.match(src)
+        if m:
+            by_archive.setdefault(m["key"], set()).add(m["member"])
         else:
             path = Path(src)
             yield src, path.read_bytes() if path.is_file() else None
     for key, members in by_archive.items():
         found = set()
-        for name, data in iter_members(parts_from_key(key), members):
+        parts = parts_from_key(key)
+        for name, data in iter_members(parts, members) if parts else ():
             found.add(name)
             yield f"{key}{ARCHIVE_SEP}{name}", data
         for name in sorted(members - found):

@@ -26,7 +26,7 @@ RECORDING_COLUMNS = (
     "segment_group",  # prompted_speech | vowel | cough | breath | other
     "task",  # counting | recitation | reading | sustained_vowel | cough | breath | other
     "prompted_task",  # bool
-    "status",  # ok | missing | unreadable | silent | too_short
+    "status",  # ok | missing | unreadable | silent | too_short | too_long
     "status_reason",
     "sample_rate_hz",
     "n_channels",

@@ -23,7 +23,7 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
 from dataset_adapters.base import RECORDING_COLUMNS
-from dataset_adapters.inventory import Inspector, inspect, unvalidated
+from dataset_adapters.inventory import Inspector, inspect, inspect_too_long, unvalidated
 from dataset_adapters.segments import COSWARA_TYPES, segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
@@ -42,6 +42,11 @@ _DATE = re.compile(r"^(20\d{6})$")
 #: The Recording table's column order for Coswara: the generic columns, then Coswara's own confounds.
 COLUMNS = (*RECORDING_COLUMNS, "country", "english_proficiency", "returning_user")
 
+#: The columns without which combined_data.csv cannot be used (participant id, age, sex).
+REQUIRED_COLUMNS = ("id", "a", "g")
+#: Plausible ages (years); others become unknown, counted in the notes.
+AGE_RANGE = (0, 120)
+
 #: Normalised confound columns and the raw column each comes from.
 CONFOUNDS = {"age": "a", "sex": "g", "country": "l_c", "english_proficiency": "ep", "returning_user": "rU"}
 
@@ -54,12 +59,24 @@ def normalise_metadata(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     contrast is derived: ``positive_*`` -> True, ``healthy`` -> False, anything else -> <NA> (excluded
     from that contrast, and counted in the notes).
     """
-    if "id" not in raw.columns:
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
         raise ClinicalTransferError(
-            f"combined_data.csv has no 'id' column (found: {', '.join(map(str, raw.columns[:8]))}...)",
-            "use the combined_data.csv published with Coswara (36 columns starting id,a,covid_status)",
+            f"combined_data.csv has no {', '.join(repr(c) for c in missing)} column{'s' if len(missing) > 1 else ''} "
+            f"(found: {', '.join(map(str, raw.columns[:8]))}{'...' if len(raw.columns) > 8 else ''})",
+            "use the combined_data.csv published with Coswara (36 columns starting id,a,covid_status; "
+            "id = participant, a = age, g = sex)",
         )
+    if raw.empty:
+        raise ClinicalTransferError("combined_data.csv lists no participants (a header only)",
+                                    "use the combined_data.csv published with Coswara")
     notes: list[str] = []
+    reserved = set(COLUMNS) | set(CONFOUNDS) | {"wave", "covid_positive"}
+    clash = [c for c in raw.columns if c in reserved and c not in CONFOUNDS.values()]
+    if clash:  # never let a metadata column stand in for the adapter's own (e.g. a second id column)
+        raw = raw.rename(columns={c: f"meta_{c}" for c in clash})
+        notes.append(f"metadata column(s) {', '.join(clash)} clash with the Recording table's own names: kept "
+                     f"as {', '.join('meta_' + c for c in clash)}")
     df = pd.DataFrame({"participant_id": raw["id"].astype(str).str.strip()})
     dup = int(df["participant_id"].duplicated().sum())
     if dup:
@@ -80,6 +97,11 @@ def normalise_metadata(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             bad = int(((values != "") & num.isna()).sum())
             if bad:
                 notes.append(f"{col}: {bad} non-numeric value(s) -> unknown")
+            if col == "a":
+                odd = num.notna() & ~num.between(AGE_RANGE[0], AGE_RANGE[1])
+                if odd.any():
+                    notes.append(f"a: {int(odd.sum())} age(s) outside {AGE_RANGE[0]}-{AGE_RANGE[1]} -> unknown")
+                    num = num.where(~odd)
             df[col] = num.astype("Float64") if col == "ctScore" else num.round().astype("Int64")
         else:
             df[col] = values.replace("", None).astype("string")
@@ -173,6 +195,8 @@ class CoswaraAdapter:
         self.audio_check = audio_check
         self.tagger = tagger
         self.notes: list[str] = []
+        self.archive_faults: dict[str, str] = {}
+        """Date folder -> why its archive stopped early (recordings not read get this reason)."""
         if not self.data_root.is_dir():
             raise ClinicalTransferError(
                 f"data root {self.data_root} does not exist",
@@ -209,21 +233,30 @@ class CoswaraAdapter:
         return found
 
     def _archives(self) -> list[list[Path]]:
-        firsts = sorted(self.data_root.rglob("*.tar.gz.aa")) + sorted(self.data_root.rglob("*.tar.gz"))
+        """Every split archive (parts contiguous from ``.aa``) or single ``.tar.gz``; strays, gaps and parts
+        without an ``.aa`` go to :attr:`notes`."""
+        stems: set[tuple[Path, str]] = set()
+        for path in self.data_root.rglob("*.tar.gz*"):
+            stems.add((path.parent, path.name.split(".tar.gz")[0]))
         out = []
-        for first in firsts:
-            stem = first.name.split(".tar.gz")[0]
-            parts = archive.split_parts(first.parent, stem)
-            if parts and parts[0] == first:
-                out.append(parts)
+        for folder, stem in sorted(stems):
+            found = archive.find_parts(folder, stem)
+            self.notes.extend(found.notes())
+            if found.parts:
+                out.append(found.parts)
         return out
 
     def _archive_members(self, parts: list[Path]) -> Iterator[tuple[tuple[str, str], str, bytes]]:
         key = archive.archive_key(parts)
-        for name, data in archive.iter_members(parts):
+        faults: list[str] = []
+        for name, data in archive.iter_members(parts, faults=faults):
             m = _MEMBER.search(name)
             if m and m["rtype"] in COSWARA_TYPES:
                 yield (m["pid"], m["rtype"]), f"{key}{archive.ARCHIVE_SEP}{name}", data
+        self.notes.extend(faults)
+        unreadable = [f for f in faults if f.startswith("archive ")]
+        if unreadable:
+            self.archive_faults[parts[0].name.split(".tar.gz")[0]] = unreadable[0]
 
     def read_sources(self, sources: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
         """Bytes of files and split-archive members (each archive streamed once, whatever the order)."""
@@ -251,8 +284,13 @@ class CoswaraAdapter:
                 rows[key].update(info)
                 bar.update(1)
 
+        stray: set[str] = set()
+
         def add(key: tuple[str, str], source: str, data: bytes | None) -> None:
-            if key in rows or key[0] not in known:
+            if key[0] not in known:
+                stray.add(key[0])
+                return
+            if key in rows:
                 return
             rows[key] = {"source": source}
             if check_audio and data is not None:
@@ -263,6 +301,11 @@ class CoswaraAdapter:
 
         with inspector:
             for key, path in extracted.items():
+                long_row = inspect_too_long(path, key[1], self.audio_check) if check_audio else None
+                if long_row is not None and key[0] in known and key not in rows:
+                    rows[key] = {"source": path, **long_row}
+                    bar.update(1)
+                    continue
                 add(key, path, Path(path).read_bytes() if check_audio else None)
             for parts in archives:
                 for key, source, data in self._archive_members(parts):
@@ -270,9 +313,9 @@ class CoswaraAdapter:
             finished(inspector.finish())
         bar.close()
 
-        stray = {k[0] for k in list(extracted)} - known
         if stray:
-            self.notes.append(f"{len(stray)} participant folder(s) with audio are not in combined_data.csv (ignored)")
+            self.notes.append(f"{len(stray)} participant(s) with audio (extracted or in archives) are not in "
+                              "combined_data.csv (ignored)")
         with_audio = {k[0] for k in rows}
         participants = meta["participant_id"].tolist()
         if self.only_with_audio:
@@ -282,9 +325,12 @@ class CoswaraAdapter:
         quality = read_quality(self.metadata_root)
         missing = inspect(None, "", self.audio_check, False)
         records = []
+        wave_of = dict(zip(meta["participant_id"], meta["wave"]))
         for pid in participants:
+            fault = self.archive_faults.get(str(wave_of.get(pid)))
+            absent = {**missing, "status_reason": f"not read: {fault}"} if fault else missing
             for rtype in COSWARA_TYPES:
-                info = rows.get((pid, rtype), {"source": None, **missing})
+                info = rows.get((pid, rtype), {"source": None, **absent})
                 records.append({
                     "recording_id": f"{pid}_{rtype}", "participant_id": pid, "dataset": self.name,
                     **segment_fields(rtype), "quality": quality.get(f"{pid}_{rtype}"), **info,

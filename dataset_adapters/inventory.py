@@ -1,7 +1,7 @@
 """Turn found-or-missing audio into inventory rows: status, reason, measures, hash and content tag.
 
 Why shared: every adapter must account for every expected recording the same way — ``ok``, ``missing``,
-``unreadable``, ``silent`` or ``too_short`` with a reason — so that nothing is silently dropped and the
+``unreadable``, ``silent``, ``too_short`` or ``too_long`` with a reason — so that nothing is silently dropped and the
 reports can count exclusions by reason whatever the corpus.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinical_transfer.audio import AudioCheckConfig, check, decode, to_mono
-from clinical_transfer.hashing import sha256_bytes
+from clinical_transfer.audio import AudioCheckConfig, check, declared_duration_s, decode, to_mono
+from clinical_transfer.hashing import sha256_bytes, sha256_file
 from dataset_adapters.segments import segment_of
 from dataset_adapters.tagger import TaggerConfig, features, tag_from_features
 
@@ -59,6 +59,19 @@ def inspect(
         x, sr = decode(data)
         row["tag"] = tag_from_features(features(to_mono(x), sr, tagger_cfg), tagger_cfg)
         row["tag_agreement"] = row["tag"] == group
+    return row
+
+
+def inspect_too_long(path: str | Path, recording_type: str, audio_cfg: AudioCheckConfig = AudioCheckConfig()) -> dict | None:
+    """The inventory row of a file whose header declares more than ``max_duration_s``, without reading the
+    file into memory (streamed hash, header probe); None when it is not too long (inspect it as usual).
+    Why: one 1-hour file must not raise the inventory's peak memory by its decoded size."""
+    declared = declared_duration_s(path)
+    if declared is None or declared <= audio_cfg.max_duration_s:
+        return None
+    row = inspect(None, recording_type)
+    row.update(status="too_long", status_reason=f"{declared:.0f} s > maximum {audio_cfg.max_duration_s:g} s (not decoded)",
+               audio_sha256=sha256_file(path), duration_s=declared)
     return row
 
 

@@ -11,7 +11,7 @@ from tests.conftest import run_demo
 
 CONFIG = """
 [guardrails]
-salt = "eg"
+salt = "eg-test-salt-0123456789"
 [demo]
 n_participants = 60
 duration_s = 1.5
@@ -160,3 +160,81 @@ def test_partial_spearman_ranks_what_a_feature_tracks_beyond_the_confounds():
     assert top["partial_spearman_rho"] == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-6)
     assert top["ci_low"] < top["partial_spearman_rho"] < top["ci_high"] and top["n_controls"] == 1
     assert abs(rows[-1]["partial_spearman_rho"]) < 0.2  # loudness: nothing
+
+
+def test_the_audit_catches_every_bypass_of_issue_12_case_9(runs, tmp_path):
+    """#12 case 9: each bypass planted in a copy of a clean run is caught, whatever the file's name."""
+    import io
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import soundfile as sf
+    from PIL import Image, PngImagePlugin
+
+    from clinical_transfer.guardrails import BANNER, audit_run
+
+    _, clean = runs
+    assert audit_run(clean) == []
+    raw_id = "RAWPERSONID0001"
+    overlay = clean / "overlays" / "st" / "overlay.csv"
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(1600), 16000, format="WAV")
+
+    def csv_edit(df):
+        return lambda run: (run / "overlays" / "st" / "overlay.csv").write_text(
+            f"# {BANNER}\n" + df(pd.read_csv(overlay, comment="#")).to_csv(index=False))
+
+    def parquet_suppressed(run):
+        p = run / "overlays" / "st" / "overlay.parquet"
+        t = pd.read_parquet(p)
+        t.loc[t.index[:3], "verdict"] = "suppressed"
+        t.loc[t.index[:3], "n_participants_pos"] = 4
+        table = pa.Table.from_pandas(t, preserve_index=False)
+        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"non_diagnostic": BANNER.encode()}), p)
+
+    def parquet_meta(run):
+        p = run / "overlays" / "st" / "controls.parquet"
+        table = pq.read_table(p)
+        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"note": raw_id.encode()}), p)
+
+    def png_chunk(run):
+        p = next((run / "figures").glob("*.png"))
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Description", BANNER)
+        info.add_text("Comment", raw_id)
+        Image.open(p).save(p, pnginfo=info)
+
+    def symlinked_audio(run):
+        outside = tmp_path / "outside"
+        outside.mkdir(exist_ok=True)
+        (outside / "x.wav").write_bytes(wav.getvalue())
+        (run / "more").symlink_to(outside)
+
+    plants = {
+        "text names a feature after a disease ('covid detector')": lambda run: (run / "REPORT.md").write_text(
+            (run / "REPORT.md").read_text() + "\nFeature 12 is a covid detector.\n"),
+        "feature name(s) read like a diagnosis": csv_edit(lambda d: d.assign(feature_label="covid detector")),
+        "report n_participants_pos < 10 without suppression": csv_edit(lambda d: d.assign(n_participants_pos=3)),
+        "suppressed or not-estimable row(s) still show numbers": parquet_suppressed,
+        "contains a raw corpus id": lambda run: (run / "notes.CSV").write_text(f"# {BANNER}\na,b\n{raw_id},1\n"),
+        "contains a raw corpus id ": lambda run: (run / "ids.tsv").write_text(f"# {BANNER}\na\tb\n{raw_id}\t1\n"),
+        "contains a raw corpus id  ": lambda run: (run / "README").write_text(f"{BANNER}\nsee {raw_id}\n"),
+        "contains a raw corpus id   ": png_chunk,
+        "contains a raw corpus id    ": parquet_meta,
+        "audio (RIFF/WAV) must not be in a run folder": lambda run: (run / "x.dat").write_bytes(wav.getvalue()),
+        "a gzip archive must not be in a run folder": lambda run: (run / "x.wav.gz").write_bytes(
+            __import__("gzip").compress(wav.getvalue())),
+        "audio or per-recording arrays must not be in a run folder": lambda run: (run / "x.aiff").write_bytes(b"\0" * 64),
+        "a zip archive (e.g. .npz) must not be in a run folder": lambda run: np.savez(run / "cache.npz", a=np.zeros(3)),
+        "a symbolic link": symlinked_audio,
+        "one row per person (participant_id)": lambda run: (run / "people.csv").write_text(
+            f"# {BANNER}\nparticipant_id,score\n" + "".join(f"p_{i:012d},0.{i}\n" for i in range(20))),
+        "the non-diagnostic label is not visible at the top": lambda run: (run / "report.html").write_text(
+            f"<html><!-- {BANNER} --><body><p>numbers</p></body></html>"),
+    }
+    for i, (message, plant) in enumerate(plants.items()):
+        copy = shutil.copytree(clean, tmp_path / f"run{i}", symlinks=True)
+        plant(copy)
+        problems = audit_run(copy, raw_ids=[raw_id])
+        assert len(problems) == 1 and message.strip() in problems[0], (message, problems)

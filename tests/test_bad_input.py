@@ -41,7 +41,7 @@ def test_malformed_metadata_csv(tmp_path):
     (tmp_path / "2020").mkdir()
     with pytest.raises(ClinicalTransferError) as e:
         get_adapter("coswara", tmp_path).metadata()
-    assert "has no 'id' column (found: user, age" in str(e.value)
+    assert "has no 'id', 'a', 'g' columns (found: user, age" in str(e.value)
 
 
 def test_metadata_without_audio(tmp_path, demo_small):
@@ -51,7 +51,7 @@ def test_metadata_without_audio(tmp_path, demo_small):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
-    code = main(["inventory", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--salt", "s"])
+    code = main(["inventory", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--salt", "test-salt-0123456789"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Fix: " in err
@@ -66,7 +66,7 @@ def test_run_overlay_without_data_root_points_to_coswara_and_demo(tmp_path, caps
 
 def test_unknown_config_key(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[guardrails]\nsalt = 'x'\nmincell = 3\n")
+    cfg.write_text("[guardrails]\nsalt = 'test-salt-0123456789'\nmincell = 3\n")
     code = main(["inventory", "--config", str(cfg), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "unknown key(s) mincell" in capsys.readouterr().err

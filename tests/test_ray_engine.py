@@ -27,7 +27,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _extract(root, out, cache, engine="local", opts=None):
-    return extract(DataOptions(None, str(root), None, False, None, "ray-salt"), out, "ge2e", None, 3, None, None, "cpu",
+    return extract(DataOptions(None, str(root), None, False, None, "ray-test-salt-0123456789"), out, "ge2e", None, 3, None, None, "cpu",
                    (0, 1), str(cache), 16, False, False, engine=engine, ray_options=opts)[0]
 
 

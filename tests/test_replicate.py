@@ -66,7 +66,7 @@ def site_b(tmp_path_factory):
 
 
 def _replicate(site_b, out, label, verdicts=(), **kw):
-    opts = DataOptions("manifest", str(site_b), None, False, None, "site-b-salt")
+    opts = DataOptions("manifest", str(site_b), None, False, None, "site-b-test-salt-0123456789")
     return run_replicate(opts, out, str(FROZEN), label, kw.get("column"), [], [], kw.get("group_map", {}),
                          list(verdicts), 300, None, kw.get("sae"), "cpu", False)
 

@@ -15,7 +15,7 @@ from tests.conftest import run_demo
 
 CONFIG = """
 [guardrails]
-salt = "e2e"
+salt = "e2e-test-salt-0123456789"
 [demo]
 n_participants = 100
 duration_s = 2.0

@@ -9,7 +9,7 @@ from tests.conftest import SAMPLE, SAMPLE_ID
 
 def small_demo_config(tmp_path):
     cfg = tmp_path / "demo.toml"
-    cfg.write_text("[guardrails]\nsalt = 'test'\n[demo]\nn_participants = 12\nduration_s = 1.5\n")
+    cfg.write_text("[guardrails]\nsalt = 'test-salt-0123456789'\n[demo]\nn_participants = 12\nduration_s = 1.5\n")
     return cfg
 
 
@@ -32,7 +32,7 @@ def test_run_overlay_demo_writes_a_guarded_inventory(tmp_path, capsys):
 def test_real_sample_through_run_overlay(tmp_path, coswara_dir, capsys):
     out = tmp_path / "run"
     code = main(["inventory", "--quiet", "--data-root", str(SAMPLE), "--metadata-root", str(coswara_dir),
-                 "--only-with-audio", "--salt", "s", "--out", str(out)])
+                 "--only-with-audio", "--salt", "test-salt-0123456789", "--out", str(out)])
     assert code == 0
     text = "".join(p.read_text() for p in out.glob("*.csv")) + (out / "manifest.json").read_text()
     assert SAMPLE_ID not in text  # raw corpus ids appear nowhere under the output folder
@@ -49,7 +49,7 @@ def test_real_sample_through_the_full_run_overlay(tmp_path, coswara_dir, capsys)
     config = tmp_path / "coswara.toml"  # the shipped config, with a short SAE fit (steps) for the test
     config.write_text((REPO / "configs" / "coswara.toml").read_text().replace("steps = 600", "steps = 60").replace("seeds = 3 ", "seeds = 2 "))
     code = run_overlay_main(["--dataset", "coswara", "--data-root", str(SAMPLE), "--metadata-root", str(coswara_dir),
-                             "--only-with-audio", "--config", str(config), "--salt", "s",
+                             "--only-with-audio", "--config", str(config), "--salt", "test-salt-0123456789",
                              "--quiet", "--out", str(out)])
     assert code == 0
     for label in ("covid_status", "asthma", "smoker", "cough"):
@@ -75,7 +75,7 @@ def test_atlas_labels_join_and_disease_words_are_rewritten():
 
 def test_run_overlay_encoder_flags_override_the_config(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[guardrails]\nsalt = 'x'\n[demo]\nn_participants = 12\nduration_s = 1.5\n"
+    cfg.write_text("[guardrails]\nsalt = 'test-salt-0123456789'\n[demo]\nn_participants = 12\nduration_s = 1.5\n"
                    "[[analysis.labels]]\ncolumn = 'st'\n")
     code = run_overlay_main(["--demo", "--quiet", "--config", str(cfg), "--layer", "2", "--out", str(tmp_path / "o")])
     assert code == 2

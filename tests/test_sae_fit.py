@@ -18,7 +18,7 @@ from tests.conftest import run_demo
 
 CONFIG = """
 [guardrails]
-salt = "fit"
+salt = "fit-test-salt-0123456789"
 [demo]
 n_participants = 40
 duration_s = 1.5

@@ -11,7 +11,7 @@ from clinical_transfer.sae.default import DEFAULT_DIR, load_default_sae
 @pytest.fixture(scope="module")
 def dump(tmp_path_factory, demo_small):
     out = tmp_path_factory.mktemp("acts")
-    assert main(["activations", "--quiet", "--data-root", str(demo_small), "--salt", "s", "--out", str(out)]) == 0
+    assert main(["activations", "--quiet", "--data-root", str(demo_small), "--salt", "test-salt-0123456789", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["encoder"] == "ge2e" and manifest["width"] == 256 and manifest["layer"] == 3
     assert manifest["n_recordings"]["train"] + manifest["n_recordings"]["heldout"] == 24 * 9 - 3

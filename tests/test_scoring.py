@@ -94,7 +94,7 @@ def test_aggregates_by_hand():
 def test_real_48k_sample_all_eight_scored(coswara_dir, tmp_path, capsys):
     out = tmp_path / "store"
     code = main(["extract", "--quiet", "--data-root", str(SAMPLE), "--metadata-root", str(coswara_dir),
-                 "--only-with-audio", "--salt", "s", "--device", "cpu", "--out", str(out)])
+                 "--only-with-audio", "--salt", "test-salt-0123456789", "--device", "cpu", "--out", str(out)])
     assert code == 0
     assert "scored 8 recordings (8 encoded, 0 from cache" in capsys.readouterr().out
     store = ScoreStore(out)
@@ -117,5 +117,5 @@ def test_default_encoder_runs_without_network_and_repeats_exactly(monkeypatch):
 
 
 def test_shard_and_device_errors(tmp_path, capsys):
-    code = main(["extract", "--data-root", str(tmp_path), "--salt", "s", "--shard", "2/2", "--out", str(tmp_path)])
+    code = main(["extract", "--data-root", str(tmp_path), "--salt", "test-salt-0123456789", "--shard", "2/2", "--out", str(tmp_path)])
     assert code == 2 and "--shard 2/2 does not exist" in capsys.readouterr().err

@@ -30,14 +30,30 @@ LADDER = (
 )
 
 
+_MD_SPECIAL = re.compile(r"([\\|\[\]`])")
+
+
+def md_text(value) -> str:
+    """A value from the data (a label, a metadata level, an atlas label) as inert Markdown text: one line,
+    no table pipes, links, images or HTML. Why: metadata is input; a value like ``A\n![x](/etc/hostname)``
+    or ``<script>`` must stay text in REPORT.md, and a ``|`` must not shift a table's columns."""
+    text = " ".join(str(value).splitlines())
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(md: str) -> str:
+    """Inverse of :func:`md_text` (for the HTML, which escapes everything itself)."""
+    return re.sub(r"\\(.)", r"\1", md).replace("&lt;", "<").replace("&gt;", ">")
+
+
 def _table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_none_\n"
-    cols = list(df.columns)
+    cols = [md_text(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
         cells = [("—" if v != v else str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.3g}")
-                 if isinstance(v, float) else str(v) for v in row]
+                 if isinstance(v, float) else md_text(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -61,30 +77,46 @@ def _figures(run, label: str, target: pd.DataFrame, out: Path) -> list[str]:
     fig_dir = out / "figures"
     safe = "".join(c if c.isalnum() else "_" for c in label)
     v = figures.volcano(target, label, fig_dir / f"{safe}_volcano.png")
-    lines.append(f"![{label}: volcano plot per segment group](figures/{v.name})")
+    label_md = md_text(label)
+    lines.append(f"![{label_md}: volcano plot per segment group](figures/{v.name})")
     h = figures.heatmap(target, label, fig_dir / f"{safe}_heatmap.png")
     if h is not None:
-        lines.append(f"![{label}: segment group x top feature heatmap](figures/{h.name})")
+        lines.append(f"![{label_md}: segment group x top feature heatmap](figures/{h.name})")
     splits = run.overlays[label].splits
     if not splits.empty:
         for group, rows in target[target["verdict"] == "robust correlate"].groupby("segment_group"):
             top = rows.nsmallest(1, "p_adj").iloc[0]
             f = figures.forest(splits, top, label, group, top["feature"], fig_dir / f"{safe}_{group}_forest.png")
             if f is not None:
-                lines.append(f"![{label}: forest plot of {top['feature']} in {group}](figures/{f.name})")
+                lines.append(f"![{label_md}: forest plot of {top['feature']} in {group}](figures/{f.name})")
     return [x for line in lines for x in (line, "")]
 
 
 def render_html(markdown: str, out: Path) -> Path:
-    """A self-contained HTML version of the Markdown report (figures embedded as data URIs)."""
+    """A self-contained HTML version of the Markdown report (figures embedded as data URIs).
+
+    Only PNGs inside the run's own ``figures/`` folder are embedded (the resolved path must lie there): an
+    image line pointing anywhere else is shown as text, never read."""
     body, table, in_list = [], [], False
+    fig_dir = (Path(out) / "figures").resolve()
+
+    def text(md: str) -> str:
+        return h.escape(_plain(md))
+
+    def figure(alt: str, target: str) -> str:
+        path = (Path(out) / target).resolve()
+        if fig_dir not in path.parents or path.suffix != ".png" or not path.is_file():
+            return f"<p>{text(f'![{alt}]({target})')} (not embedded: not a figure of this run)</p>"
+        data = base64.b64encode(path.read_bytes()).decode()
+        return (f'<figure><img alt="{text(alt)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{text(alt)}</figcaption></figure>")
 
     def flush_table():
         if table:
-            rows = [r.strip().strip("|").split("|") for r in table if not set(r.strip()) <= set("|-")]
+            rows = [re.split(r"(?<!\\)\|", r.strip()[1:-1]) for r in table if not set(r.strip()) <= set("|-")]
             head, *rest = rows
-            body.append("<table><thead><tr>" + "".join(f"<th>{h.escape(c.strip())}</th>" for c in head) + "</tr></thead><tbody>"
-                        + "".join("<tr>" + "".join(f"<td>{h.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rest)
+            body.append("<table><thead><tr>" + "".join(f"<th>{text(c.strip())}</th>" for c in head) + "</tr></thead><tbody>"
+                        + "".join("<tr>" + "".join(f"<td>{text(c.strip())}</td>" for c in r) + "</tr>" for r in rest)
                         + "</tbody></table>")
             table.clear()
 
@@ -98,22 +130,20 @@ def render_html(markdown: str, out: Path) -> Path:
             in_list = False
         img = re.match(r"!\[(.*)\]\((.*)\)$", line)
         if img:
-            data = base64.b64encode((out / img.group(2)).read_bytes()).decode()
-            body.append(f'<figure><img alt="{h.escape(img.group(1))}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{h.escape(img.group(1))}</figcaption></figure>")
+            body.append(figure(img.group(1), img.group(2)))
         elif line.startswith("> "):
-            body.append(f'<div class="banner">{h.escape(line[2:].strip("*"))}</div>')
+            body.append(f'<div class="banner">{text(line[2:].strip("*"))}</div>')
         elif line.startswith("## "):
-            body.append(f"<h2>{h.escape(line[3:])}</h2>")
+            body.append(f"<h2>{text(line[3:])}</h2>")
         elif line.startswith("# "):
-            body.append(f"<h1>{h.escape(line[2:])}</h1>")
+            body.append(f"<h1>{text(line[2:])}</h1>")
         elif line.startswith("- "):
             if not in_list:
                 body.append("<ul>")
                 in_list = True
-            body.append(f"<li>{h.escape(line[2:])}</li>")
+            body.append(f"<li>{text(line[2:])}</li>")
         elif line.strip():
-            body.append(f"<p>{h.escape(line)}</p>")
+            body.append(f"<p>{text(line)}</p>")
     flush_table()
     if in_list:
         body.append("</ul>")
@@ -234,9 +264,9 @@ def render_markdown(run, out: str | Path) -> Path:
     for label in run.overlays:
         target = run.target(label)
         contrast = target["contrast"].iloc[0] if len(target) else ""
-        parts += [f"## {label} ({contrast})", ""]
+        parts += [f"## {md_text(label)} ({md_text(contrast)})", ""]
         if label in run.missing_as:
-            parts += [f"Blank answers of `{label}` were analysed as `{run.missing_as[label]}` (not reported), "
+            parts += [f"Blank answers of {md_text(label)} were analysed as {md_text(run.missing_as[label])} (not reported), "
                       "not as unknown.", ""]
         design = run.design(label)
         if not design.empty:

@@ -9,6 +9,7 @@ imported inside the verbs that need them, so ``clinical-transfer --help`` starts
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from clinical_transfer.errors import ClinicalTransferError
-from clinical_transfer.guardrails import audit_run
+from clinical_transfer.guardrails import audit_run, check_salt
 from clinical_transfer.hashing import sha256_file
 from clinical_transfer.reporting.freeze import freeze as freeze_tables
 from clinical_transfer.run.config import CONFIG_DIR, RunConfig, default_config_path, load_config
@@ -24,10 +25,10 @@ from clinical_transfer.run.inventory import InventoryResult, run_inventory
 from clinical_transfer.store import merge_stores
 from dataset_adapters import adapter_entry, available_adapters, get_adapter
 from dataset_adapters.coswara import PUBLISHED_AT
-from dataset_adapters.demo import DemoConfig, write_demo_corpus
+from dataset_adapters.demo import DemoConfig, demo_generator_digest, write_demo_corpus
 
-#: The placeholder salt shipped in configs/coswara.toml: never a salt for a real corpus.
-PLACEHOLDER_SALT = "replace-with-a-private-salt"
+#: Environment variable read for the salt when no --salt/--salt-file is given (keeps it out of shell history).
+SALT_ENV = "CLINICAL_TRANSFER_SALT"
 
 
 @dataclass
@@ -66,10 +67,22 @@ def resolve_config(opts: DataOptions) -> tuple[RunConfig, str]:
             "YYYYMMDD.tar.gz.aa, .ab, ... which are streamed in order, never extracted) or an extracted copy; "
             "or try everything offline with: run-overlay --demo",
         )
-    if not cfg.guardrails.salt or cfg.guardrails.salt == PLACEHOLDER_SALT:
-        raise ClinicalTransferError("no salt for pseudonymous ids", "pass --salt (a private value) or set "
-                                    "[guardrails] salt in your own config")
+    check_salt(cfg.guardrails.salt)
     return cfg, source
+
+
+def read_salt(salt: str | None, salt_file: str | None) -> str | None:
+    """``--salt``, else the first line of ``--salt-file``, else ``$CLINICAL_TRANSFER_SALT`` (None: the config's)."""
+    if salt:
+        return salt
+    if salt_file:
+        try:
+            text = Path(salt_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ClinicalTransferError(f"cannot read --salt-file {salt_file}: {exc}",
+                                        "give a text file whose first line is the salt") from None
+        return text.splitlines()[0].strip() if text else ""
+    return os.environ.get(SALT_ENV) or None
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -89,7 +102,7 @@ def prepare_demo(opts: DataOptions, out: Path, progress: bool) -> DataOptions:
         opts.config = str(CONFIG_DIR / "demo.toml")
     demo = load_config(opts.config).demo
     corpus = out.with_name(out.name + "_corpus")
-    spec = json.dumps(asdict(demo), sort_keys=True)
+    spec = json.dumps({**asdict(demo), "generator": demo_generator_digest()}, sort_keys=True)
     stamp = corpus / "demo_spec.json"  # a corpus left by another spec is rebuilt, never silently reused
     if not (corpus / "combined_data.csv").is_file() or not stamp.is_file() or stamp.read_text() != spec:
         if corpus.is_dir():

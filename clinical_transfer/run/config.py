@@ -17,7 +17,7 @@ from typing import Any
 from clinical_transfer.encoders.registry import encoder_names
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.guardrails import DEFAULT_MIN_CELL
-from clinical_transfer.hashing import sha256_text
+from clinical_transfer.hashing import salt_digest, sha256_text
 from clinical_transfer.taxonomy import AGGREGATIONS, ANALYSED_GROUPS, DEFAULT_STRATA, SEGMENT_GROUPS
 from dataset_adapters import adapter_entry, available_adapters
 from dataset_adapters.demo import DemoConfig
@@ -45,6 +45,8 @@ class AudioConfig:
     """Recordings shorter than this are ``too_short``."""
     silent_peak_dbfs: float = -60.0
     """Recordings whose peak stays below this are ``silent``."""
+    max_duration_s: float = 600.0
+    """Recordings longer than this (from the header, before decoding) are ``too_long``: bounded memory."""
 
 
 @dataclass
@@ -146,16 +148,18 @@ class RunConfig:
         return asdict(self)
 
     def public_dict(self) -> dict[str, Any]:
-        """The config as written beside outputs: the salt is replaced by its SHA-256, because Coswara's
-        ids are public and salt + ids would undo the pseudonyms."""
+        """The config as written beside outputs: the salt is replaced by its slow digest
+        (:func:`~clinical_transfer.hashing.salt_digest`), because Coswara's ids are public and salt + ids
+        would undo the pseudonyms."""
         d = asdict(self)
         salt = d["guardrails"]["salt"]
-        d["guardrails"]["salt"] = "sha256:" + sha256_text(salt) if salt else ""
+        d["guardrails"]["salt"] = salt_digest(salt) if salt else ""
         return d
 
     def digest(self) -> str:
-        """SHA-256 of the resolved config (sorted JSON): names a run's settings in manifests."""
-        return sha256_text(json.dumps(self.to_dict(), sort_keys=True))
+        """SHA-256 of the public config (sorted JSON): names a run's settings in manifests. Of the public
+        form, not the raw one: a hash over the plain salt would be as guessable as the salt's own."""
+        return sha256_text(json.dumps(self.public_dict(), sort_keys=True))
 
 
 def build(cls, data: dict[str, Any], where: str):
@@ -199,6 +203,10 @@ def _one_of(value: Any, allowed: tuple, name: str, where: str) -> None:
         raise ClinicalTransferError(f"{name} in {where} is {value!r}", f"use one of: {', '.join(map(str, allowed))}")
 
 
+#: Columns that identify a person, a recording or a file: never a confound, stratum or label.
+IDENTIFIERS = ("participant_id", "recording_id", "source", "audio_sha256", "id")
+
+
 def validate(cfg: RunConfig, where: str = "the config") -> RunConfig:
     """Check allowed values (not only types), so a typo fails at load rather than after scoring."""
     _one_of(cfg.dataset.name, tuple(available_adapters()), "[dataset] name", where)
@@ -224,10 +232,22 @@ def validate(cfg: RunConfig, where: str = "the config") -> RunConfig:
     if a.min_stratum < cfg.guardrails.min_cell:
         raise ClinicalTransferError(f"[analysis] min_stratum in {where} is {a.min_stratum}, below min_cell "
                                     f"{cfg.guardrails.min_cell}", f"use {cfg.guardrails.min_cell} or more")
+    if not 0 < cfg.audio.min_duration_s < cfg.audio.max_duration_s:
+        raise ClinicalTransferError(f"[audio] durations in {where} are out of range",
+                                    "give 0 < min_duration_s < max_duration_s (seconds)")
     if cfg.guardrails.min_cell < DEFAULT_MIN_CELL:
         raise ClinicalTransferError(f"[guardrails] min_cell in {where} is {cfg.guardrails.min_cell}",
                                     f"use {DEFAULT_MIN_CELL} or more: smaller cells would be published")
+    for name, values in (("confounds", a.confounds), ("strata", a.strata)):
+        ids = [c for c in values if c in IDENTIFIERS]
+        if ids:
+            raise ClinicalTransferError(f"[analysis] {name} in {where} lists {', '.join(ids)}, an identifier",
+                                        "use participant attributes (e.g. age, sex, wave): an id as a confound "
+                                        "is one parameter per person")
     for lab in a.labels:
+        if lab.column in IDENTIFIERS:
+            raise ClinicalTransferError(f"a [[analysis.labels]] column in {where} is {lab.column!r}, an identifier",
+                                        "use a label column")
         if not lab.column:
             raise ClinicalTransferError(f"a [[analysis.labels]] entry in {where} has no column", "add column = ...")
     return cfg

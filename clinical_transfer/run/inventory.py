@@ -60,10 +60,12 @@ def run_inventory(cfg: RunConfig, out: Path, progress: bool = True, workers: int
     ``workers``: processes for the content check (None: every core); the table does not depend on it,
     so it is not part of the config (or of any digest). Checks are cached in ``out/../.inventory_cache``.
     """
+    guardrails.check_salt(cfg.guardrails.salt)  # before the corpus is read: every run starts here
     ds = cfg.dataset
     options = {"only_with_audio": ds.only_with_audio,
                "audio_check": AudioCheckConfig(min_duration_s=cfg.audio.min_duration_s,
-                                               silent_peak_dbfs=cfg.audio.silent_peak_dbfs)}
+                                               silent_peak_dbfs=cfg.audio.silent_peak_dbfs,
+                                               max_duration_s=cfg.audio.max_duration_s)}
     if ds.metadata_root:
         options["metadata_root"] = ds.metadata_root
     if "inspect_cache" in signature(adapter_class(ds.name)).parameters:  # parallel, cached content check

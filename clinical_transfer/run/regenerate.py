@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from clinical_transfer.errors import ClinicalTransferError
-from clinical_transfer.hashing import sha256_text
+from clinical_transfer.hashing import salt_digest
 from clinical_transfer.reporting.freeze import compare, freeze
 from clinical_transfer.run.config import RunConfig, build, validate
 from clinical_transfer.run.overlay import run_overlay
@@ -30,7 +30,7 @@ def regenerate(frozen: str | Path, work: str | Path | None = None, progress: boo
     recorded = cfg.guardrails.salt
     if salt is None and m.get("demo"):
         salt = m["demo"].get("salt")  # synthetic corpus: its salt is public
-    if not salt or "sha256:" + sha256_text(salt) != recorded:
+    if not salt or salt_digest(salt) != recorded:
         raise ClinicalTransferError("the salt of the frozen run is needed and was not given (or does not match)",
                                     "pass --salt with the salt the run used")
     cfg.guardrails.salt = salt

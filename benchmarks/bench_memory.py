@@ -1,0 +1,64 @@
+"""Peak memory of the inventory with one long recording (#12 case 7): a 10-second file vs a 1-hour one.
+
+Builds a 4-participant demo corpus (Coswara layout) twice, once with one recording replaced by a 10-second
+WAV and once by a 1-hour WAV (written in blocks, at the corpus's 48 kHz), runs ``clinical-transfer inventory``
+in a child process on each and prints the child's peak RSS and the ratio. The goal: <= 1.5x. The 1-hour file
+is past the default maximum duration (600 s), so the header decides and nothing is decoded.
+
+    python benchmarks/bench_memory.py [--hours 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from dataset_adapters.demo import DemoConfig, write_demo_corpus
+
+
+def _long_wav(path: Path, seconds: float, sr: int = 48_000) -> None:
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", samplerate=sr, channels=1, subtype="PCM_16") as fh:
+        left = int(seconds * sr)
+        while left:
+            n = min(left, sr * 60)
+            fh.write(0.1 * rng.standard_normal(n).astype(np.float32))
+            left -= n
+
+
+def _peak_rss_mb(root: Path, out: Path) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    cmd = [sys.executable, "-m", "clinical_transfer", "inventory", "--quiet", "--data-root", str(root),
+           "--salt", "benchmark-salt-0123456789", "--out", str(out)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(after, before) / 1024  # kB -> MB (the largest child so far; the long run goes second)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hours", type=float, default=1.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        peaks = {}
+        for name, seconds in (("10 s", 10.0), (f"{args.hours:g} h", args.hours * 3600)):
+            root = write_demo_corpus(Path(tmp) / name.replace(" ", ""), DemoConfig(n_participants=4, duration_s=1.0),
+                                     progress=False)
+            target = next(root.rglob("counting-normal.wav"))
+            _long_wav(target, seconds)
+            peaks[name] = _peak_rss_mb(root, Path(tmp) / f"out_{name.replace(' ', '')}")
+            print(f"inventory with one {name} recording ({target.stat().st_size / 1e6:.0f} MB): peak RSS {peaks[name]:.0f} MB",
+                  flush=True)
+        short, long_ = peaks.values()
+        print(f"ratio {long_ / short:.2f}x (goal <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Hostile and unlucky inputs (#12): each numbered case of the issue reproduced, and what happens now."""
+
+import gzip
+import io
+import shutil
+import tarfile
+
+import pandas as pd
+
+from dataset_adapters import get_adapter
+from dataset_adapters.archive import find_parts, iter_members, read_sources
+from dataset_adapters.demo import WAVES
+
+
+def _copy(src, tmp_path):
+    return shutil.copytree(src, tmp_path / "corpus")
+
+
+def _tar(path, members):
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w|") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+
+
+def test_case1_a_stray_file_beside_the_parts_is_reported_and_ignored(tmp_path, demo_small_tar):
+    root = _copy(demo_small_tar, tmp_path)
+    wave = sorted(WAVES)[1]
+    aa = next(root.rglob(f"{wave}.tar.gz.aa"))
+    shutil.copy(aa, aa.parent / f"{wave}.tar.gz.aa.bak")
+    (aa.parent / f"{wave}.tar.gz.part").write_bytes(b"junk")
+    adapter = get_adapter("coswara", root)
+    got = adapter.recordings(progress=False)
+    want = get_adapter("coswara", demo_small_tar).recordings(progress=False)
+    pd.testing.assert_frame_equal(got, want.assign(source=want["source"].str.replace(str(demo_small_tar), str(root))))
+    assert (got["status_reason"] == "file not found").sum() == 1  # only the planted missing file
+    assert f"{wave}.tar.gz.aa.bak: not an archive part ({wave}.tar.gz.aa, .ab, ...), ignored" in adapter.notes
+    assert f"{wave}.tar.gz.part: not an archive part ({wave}.tar.gz.aa, .ab, ...), ignored" in adapter.notes
+    assert [p.name[-2:] for p in find_parts(aa.parent, wave).parts][:2] == ["aa", "ab"]
+
+
+def test_case2_a_duplicate_member_name_uses_the_first_copy_everywhere(tmp_path):
+    _tar(tmp_path / "D.tar.gz", [("D/a.wav", b"FIRST"), ("D/b.wav", b"B"), ("D/a.wav", b"SECOND")])
+    parts = find_parts(tmp_path, "D").parts
+    faults: list[str] = []
+    assert list(iter_members(parts, faults=faults)) == [("D/a.wav", b"FIRST"), ("D/b.wav", b"B")]
+    assert faults == ["D/a.wav: a second member with this name in D.tar.gz.. (first copy used)"]
+    key = str(parts[0])
+    # what scoring reads is what the inventory hashed: one yield, the first copy
+    assert list(read_sources([f"{key}::D/a.wav"])) == [(f"{key}::D/a.wav", b"FIRST")]
+
+
+def _broken(tmp_path, demo_small_tar, how):
+    root = _copy(demo_small_tar, tmp_path)
+    wave = sorted(WAVES)[2]
+    ab = next(root.rglob(f"{wave}.tar.gz.ab"))
+    ac = ab.with_name(f"{wave}.tar.gz.ac")
+    if how == "missing":
+        ab.unlink()
+    elif how == "truncated":
+        ab.write_bytes(ab.read_bytes()[:1000])
+    elif how == "swapped":
+        a, c = ab.read_bytes(), ac.read_bytes()
+        ab.write_bytes(c)
+        ac.write_bytes(a)
+    adapter = get_adapter("coswara", root)
+    return wave, adapter, adapter.recordings(progress=False)
+
+
+def test_case5_a_missing_truncated_or_swapped_part_is_a_recorded_reason(tmp_path, demo_small_tar):
+    clean = get_adapter("coswara", demo_small_tar).recordings(progress=False)
+    for how in ("missing", "truncated", "swapped"):
+        wave, adapter, got = _broken(tmp_path / how, demo_small_tar, how)
+        assert len(got) == len(clean)  # no row lost
+        lost = got[got["status_reason"].str.startswith("not read: archive", na=False)]
+        assert len(lost) > 0 and (lost["wave"] == wave).all(), how
+        assert lost["status_reason"].str.contains("a part is truncated, corrupt or out of order").all()
+        others = got[got["wave"] != wave]
+        pd.testing.assert_frame_equal(others.drop(columns="source"),
+                                      clean[clean["wave"] != wave].drop(columns="source"))
+        # what could be read before the fault was read
+        assert (got[got["wave"] == wave]["status"] == "ok").sum() > 0, how
+        if how == "missing":
+            assert f"{wave}.tar.gz.ab is missing: the parts after it are not read" in adapter.notes
+
+
+def _with_metadata(tmp_path, demo_small, edit):
+    root = _copy(demo_small, tmp_path)
+    path = root / "combined_data.csv"
+    meta = pd.read_csv(path, dtype=str, keep_default_na=False)
+    edit(meta).to_csv(path, index=False)
+    return root
+
+
+def test_case3_a_participant_id_column_never_replaces_the_corpus_id(tmp_path, demo_small, demo_small_recordings):
+    def add_other_ids(m):
+        return m.assign(participant_id=m["id"].iloc[::-1].to_numpy())
+
+    root = _with_metadata(tmp_path, demo_small, add_other_ids)
+    adapter = get_adapter("coswara", root)
+    got = adapter.recordings(progress=False)
+    assert (got["participant_id"] + "_" + got["recording_type"] == got["recording_id"]).all()
+    assert set(got["participant_id"]) == set(demo_small_recordings["participant_id"])
+    assert "meta_participant_id" in got.columns
+    assert any("participant_id clash with the Recording table's own names" in n for n in adapter.notes)
+
+
+def test_case6_metadata_without_required_columns_or_rows_is_one_line(tmp_path, demo_small):
+    from clinical_transfer.errors import ClinicalTransferError
+
+    for drop in ("g", "a"):
+        root = _with_metadata(tmp_path / drop, demo_small, lambda m, c=drop: m.drop(columns=c))
+        try:
+            get_adapter("coswara", root).recordings(progress=False)
+            raise AssertionError("no error")
+        except ClinicalTransferError as exc:
+            assert str(exc).startswith(f"combined_data.csv has no '{drop}' column (found: id,"), str(exc)
+    root = _with_metadata(tmp_path / "empty", demo_small, lambda m: m.iloc[:0])
+    try:
+        get_adapter("coswara", root).recordings(progress=False)
+        raise AssertionError("no error")
+    except ClinicalTransferError as exc:
+        assert str(exc).startswith("combined_data.csv lists no participants (a header only)")
+
+
+def test_case6_extra_source_and_status_columns_are_kept_aside(tmp_path, demo_small, demo_small_recordings):
+    root = _with_metadata(tmp_path, demo_small, lambda m: m.assign(source="web", status="done"))
+    got = get_adapter("coswara", root).recordings(progress=False)
+    assert (got["meta_source"] == "web").all() and (got["meta_status"] == "done").all()
+    assert got["status"].value_counts().to_dict() == demo_small_recordings["status"].value_counts().to_dict()
+
+
+def test_case11_implausible_ages_become_unknown_with_a_count(tmp_path, demo_small):
+    def odd_ages(m):
+        m = m.copy()
+        m.loc[0, "a"], m.loc[1, "a"], m.loc[2, "a"] = "999", "-3", "1e9"
+        return m
+
+    root = _with_metadata(tmp_path, demo_small, odd_ages)
+    adapter = get_adapter("coswara", root)
+    meta = adapter.metadata()
+    assert meta["age"].isna().sum() == 3 and meta["age"].dropna().between(0, 120).all()
+    assert "a: 3 age(s) outside 0-120 -> unknown" in adapter.notes
+
+
+def test_case6_a_data_root_containing_the_archive_separator(tmp_path, demo_small_tar, demo_small_recordings):
+    from clinical_transfer.audio import read_files
+
+    root = shutil.copytree(demo_small_tar, tmp_path / "odd::name" / "corpus")
+    adapter = get_adapter("coswara", root)
+    got = adapter.recordings(progress=False)
+    assert got["status"].value_counts().to_dict() == demo_small_recordings["status"].value_counts().to_dict()
+    ok = got[got["status"] == "ok"]["source"].tolist()[:3]
+    assert all(data is not None for _, data in adapter.read_sources(ok))
+    plain = tmp_path / "x::y.wav"
+    plain.write_bytes(b"RIFF")
+    assert list(read_files([str(plain)])) == [(str(plain), b"RIFF")]
+
+
+def test_case6_a_corrupt_cache_entry_is_recomputed(tmp_path):
+    import numpy as np
+
+    from clinical_transfer.store import RecordingScores, ScoreCache
+
+    cache = ScoreCache(tmp_path)
+    s = RecordingScores(np.array([1, 5], np.int32), np.ones(2, np.float32), np.ones(2, np.float32),
+                        np.ones(2, np.float32), 7)
+    cache.put("ab" * 32, s)
+    assert cache.get("ab" * 32).n_frames == 7
+    for damage in (b"", cache.path("ab" * 32).read_bytes()[:50]):
+        cache.put("ab" * 32, s)
+        cache.path("ab" * 32).write_bytes(damage)
+        assert cache.get("ab" * 32) is None and not cache.path("ab" * 32).exists()
+    assert cache.corrupt == 2
+
+
+def test_case8_placeholder_and_short_salts_are_refused_and_never_recorded_plainly(tmp_path, demo_small, monkeypatch):
+    import hashlib
+    import json
+
+    from clinical_transfer.cli import main
+
+    def inv(*salt_args, out="o"):
+        return main(["inventory", "--quiet", "--data-root", str(demo_small), "--out", str(tmp_path / out), *salt_args])
+
+    for args in (("--salt", "replace-with-a-private-salt"), ("--salt", "s"), ("--salt", "fifteen-chars-x")):
+        assert inv(*args) == 2, args
+        assert not (tmp_path / "o").exists()  # refused before any work
+    monkeypatch.setenv("CLINICAL_TRANSFER_SALT", "short")
+    assert inv() == 2
+    salt = "a-private-salt-from-a-file-0123"
+    (tmp_path / "salt.txt").write_text(salt + "\n")
+    assert inv("--salt-file", str(tmp_path / "salt.txt")) == 0
+    text = (tmp_path / "o" / "manifest.json").read_text()
+    recorded = json.loads(text)["config"]["guardrails"]["salt"]
+    assert recorded.startswith("scrypt:") and salt not in text
+    assert hashlib.sha256(salt.encode()).hexdigest() not in text
+    monkeypatch.setenv("CLINICAL_TRANSFER_SALT", salt)
+    assert inv(out="o2") == 0
+    assert json.loads((tmp_path / "o2" / "manifest.json").read_text())["config"]["guardrails"]["salt"] == recorded
+
+
+def test_case4_6_a_used_dot_or_read_only_output_folder_is_refused_before_any_work(tmp_path, demo_small, monkeypatch,
+                                                                                  capsys):
+    import os
+
+    from clinical_transfer.cli import main
+
+    salt = ["--salt", "test-salt-0123456789"]
+
+    def inv(out, *extra):
+        return main(["inventory", "--quiet", "--data-root", str(demo_small), "--out", str(out), *salt, *extra])
+
+    assert inv(tmp_path / "run") == 0
+    (tmp_path / "run" / "left_over.csv").write_text("an earlier run's table\n")
+    assert inv(tmp_path / "run") == 2
+    assert "output folder" in capsys.readouterr().err
+    assert inv(tmp_path / "run", "--overwrite") == 0
+    assert not (tmp_path / "run" / "left_over.csv").exists()
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.tex").write_text("mine")
+    assert inv(other, "--overwrite") == 2 and (other / "thesis.tex").exists()  # not a run folder: never cleared
+    monkeypatch.chdir(tmp_path)
+    assert inv(".", "--overwrite") == 2
+    capsys.readouterr()
+    assert inv(demo_small, "--overwrite") == 2  # the corpus itself: never cleared
+    assert "is or holds the corpus folder" in capsys.readouterr().err and (demo_small / "combined_data.csv").exists()
+    capsys.readouterr()
+    (tmp_path / "a_file").write_text("x")
+    assert inv(tmp_path / "a_file" / "run") == 2  # unwritable whoever runs the tests (root writes anywhere else)
+    assert "cannot write to output folder" in capsys.readouterr().err
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        assert inv(ro / "run") == 2
+        assert "cannot write to output folder" in capsys.readouterr().err
+
+
+def test_case6_an_identifier_as_confound_or_label_is_refused_at_load(tmp_path):
+    import pytest
+
+    from clinical_transfer.errors import ClinicalTransferError
+    from clinical_transfer.run.config import load_config
+
+    for toml, msg in (("[analysis]\nconfounds = ['age', 'participant_id']\n", "confounds in"),
+                      ("[analysis]\nstrata = ['recording_id']\n", "strata in"),
+                      ("[[analysis.labels]]\ncolumn = 'participant_id'\n", "column in")):
+        (tmp_path / "c.toml").write_text(toml)
+        with pytest.raises(ClinicalTransferError, match=msg):
+            load_config(tmp_path / "c.toml")
+
+
+def test_case4_a_store_rewritten_without_frame_codes_has_none(tmp_path):
+    import numpy as np
+    import pytest
+
+    from clinical_transfer.errors import ClinicalTransferError
+    from clinical_transfer.store import RecordingScores, ScoreStore, write_store
+
+    idx = pd.DataFrame({"recording_id": ["r_a"], "participant_id": ["p_a"], "segment_group": ["vowel"],
+                        "recording_type": ["vowel-a"], "n_frames": [2]})
+    one = np.ones(1, np.float32)
+    with_frames = RecordingScores(np.array([3], np.int32), one, one, one, 2, np.array([[3], [3]], np.uint16),
+                                  np.ones((2, 1), np.float16))
+    write_store(tmp_path, idx, [with_frames], 8, {})
+    assert ScoreStore(tmp_path).frame_codes(0)[0].tolist() == [[3], [3]]
+    write_store(tmp_path, idx, [RecordingScores(np.array([3], np.int32), one, one, one, 2)], 8, {})
+    with pytest.raises(ClinicalTransferError, match="has no frame-level codes"):
+        ScoreStore(tmp_path).frame_codes(0)
+
+
+def test_case10_html_embeds_only_the_runs_own_figures(tmp_path):
+    import base64
+
+    from clinical_transfer.reporting.render import render_html
+
+    (tmp_path / "figures").mkdir()
+    png = b"\x89PNG\r\n\x1a\nfigure-bytes"
+    (tmp_path / "figures" / "ok.png").write_bytes(png)
+    secret = tmp_path.parent / "secret.txt"
+    secret.write_text("host-name-here")
+    (tmp_path / "figures" / "link.png").symlink_to(secret)
+    md = "\n".join(["# r", "![fine](figures/ok.png)", f"![x]({secret})", "![y](figures/../../secret.txt)",
+                    "![z](figures/link.png)", "![gone](figures/missing.png)"])
+    page = render_html(md, tmp_path).read_text()
+    assert base64.b64encode(png).decode() in page
+    assert base64.b64encode(b"host-name-here").decode() not in page and "host-name-here" not in page
+    assert page.count("(not embedded: not a figure of this run)") == 4
+
+
+def test_case12_metadata_values_stay_inert_text_in_markdown_and_html(tmp_path):
+    from clinical_transfer.reporting.render import _table, md_text, render_html
+
+    hostile = ["<script>alert(1)</script>", '<img src=x onerror="alert(1)">', "[click](javascript:alert(1))",
+               "A\n![x](/etc/hostname)\nZ", "left | right"]
+    table = _table(pd.DataFrame({"feature_label": hostile, "auroc": [0.61, 0.62, 0.63, 0.64, 0.65]}))
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(hostile)  # the newline did not start a line of its own
+    assert all("<" not in line and "](" not in line.replace("\\](", "") for line in lines)
+    assert md_text("left | right") == "left \\| right"
+    page = render_html(table, tmp_path).read_text()
+    for value, auroc in zip(hostile, ("0.61", "0.62", "0.63", "0.64", "0.65")):
+        import html
+
+        cell = html.escape(" ".join(value.splitlines()))
+        assert f"<td>{cell}</td><td>{auroc}</td>" in page  # the number sits under its own header
+    assert "<script>" not in page and "<img" not in page
+
+
+def test_case7_a_recording_past_the_maximum_duration_is_skipped_from_its_header(tmp_path):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from clinical_transfer.audio import AudioCheckConfig, check
+    from dataset_adapters.inventory import inspect_too_long
+
+    cfg = AudioCheckConfig(max_duration_s=2.0)
+    path = tmp_path / "long.wav"
+    sf.write(path, 0.1 * np.ones(16000 * 3), 16000)
+    result = check(path.read_bytes(), cfg)
+    assert (result.status, result.reason) == ("too_long", "3 s > maximum 2 s (not decoded)")
+    row = inspect_too_long(path, "counting-normal", cfg)
+    assert row["status"] == "too_long" and row["duration_s"] == 3.0 and len(row["audio_sha256"]) == 64
+    assert inspect_too_long(path, "counting-normal", AudioCheckConfig()) is None  # 3 s is fine by default
+    buf = io.BytesIO()
+    sf.write(buf, 0.1 * np.ones(16000), 16000, format="WAV")
+    assert check(buf.getvalue(), cfg).status == "ok"
