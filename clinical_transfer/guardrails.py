@@ -135,7 +135,8 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".webm", ".m4a", ".npy", ".np
 #: columns such a row keeps.
 NO_NUMBER_VERDICTS = ("suppressed", "not estimable")
 NO_NUMBER_TEXT = ("label", "contrast", "segment_group", "feature", "feature_label", "role", "verdict", "note",
-                  "dataset", "encoder", "layer", "aggregation")
+                  "nuisance_flag", "dataset", "encoder", "layer", "aggregation", "stability", "decoder_norm")
+"""(``stability`` and ``decoder_norm`` describe the feature, not the people.)"""
 SYNTHETIC_SOURCE = "synthetic demo audio"
 """PNG ``Source`` of a picture of audio (top-activating frames): allowed only in a run on the demo corpus."""
 AUDIO_PICTURES = ("top_frames",)

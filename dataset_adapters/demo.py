@@ -22,6 +22,7 @@ What is planted (see :data:`PLANTED`):
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -129,6 +130,15 @@ class _Person:
     voice: synth.Voice
 
 
+def demo_generator_digest() -> str:
+    """SHA-256 of the code that synthesises the demo corpus (this module and ``synth``). Why: a corpus
+    left on disk by an older generator must be rebuilt, not reused because its config matches."""
+    h = hashlib.sha256()
+    for module in (Path(__file__), Path(synth.__file__)):
+        h.update(module.read_bytes())
+    return h.hexdigest()
+
+
 def _participant(i: int, cfg: DemoConfig, site: str = "a") -> _Person:
     """Participant ``i``. Site ``b`` (the replication corpus) differs in one planted fact only: its asthma
     is independent of sex and wave (the same random draws are consumed, so site ``a`` is unchanged)."""
@@ -156,9 +166,9 @@ def _participant(i: int, cfg: DemoConfig, site: str = "a") -> _Person:
     voice = synth.Voice(
         f0_hz=float(f0),
         formant_scale=1.15 if female else 1.0,
-        jitter=0.004 + 0.0002 * (age - 18) + (0.015 if st else 0.0),
-        shimmer=0.03 + 0.002 * (age - 18) + (0.12 if st else 0.0),
-        breathiness=0.03 + 0.004 * (age - 18) + (0.25 if st else 0.0),
+        jitter=0.004 + 0.0002 * (age - 18) + (0.03 if st else 0.0),
+        shimmer=0.03 + 0.002 * (age - 18) + (0.2 if st else 0.0),
+        breathiness=0.03 + 0.004 * (age - 18) + (0.05 if st else 0.0),
         **WAVES[wave],
     )
     folder_day = pd.Timestamp(wave)

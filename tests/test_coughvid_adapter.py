@@ -130,7 +130,7 @@ def test_run_overlay_end_to_end_on_the_fixture_passes_the_audit(corpus, tmp_path
     out = run_corpus(tmp_path, "coughvid", corpus, "covid_positive", ["sex"], "cough")
     raw = [f"{uuid(i)}" for i in range(12)] + ["-77.7", "-177.7"]
     assert audit_run(out, raw_ids=raw) == []
-    row = "| cough | excluded | cough_detected 0.3120 < 0.8 (the corpus's cough classifier) | 1 |"
+    row = "| cough | excluded | cough_detected 0.3120 &lt; 0.8 (the corpus's cough classifier) | 1 |"
     report = (out / "REPORT.md").read_text()
     assert row in report and "- licence: CC BY 4.0; cite: Orlandic, Teijeiro, Atienza 2021" in report
     assert json.loads((out / "run_manifest.json").read_text())["corpus"]["licence"] == "CC BY 4.0"

@@ -332,3 +332,13 @@ def test_case7_a_recording_past_the_maximum_duration_is_skipped_from_its_header(
     buf = io.BytesIO()
     sf.write(buf, 0.1 * np.ones(16000), 16000, format="WAV")
     assert check(buf.getvalue(), cfg).status == "ok"
+
+
+def test_audio_of_people_missing_from_the_metadata_is_noted_in_both_layouts(tmp_path, demo_small, demo_small_tar):
+    for name, src in (("extracted", demo_small), ("split-tar", demo_small_tar)):
+        root = _with_metadata(tmp_path / name, src, lambda m: m.iloc[1:])
+        adapter = get_adapter("coswara", root)
+        got = adapter.recordings(progress=False)
+        assert got["participant_id"].nunique() == 23, name
+        assert ("1 participant(s) with audio (extracted or in archives) are not in combined_data.csv (ignored)"
+                in adapter.notes), name

@@ -76,15 +76,15 @@ def test_planted_effect_replicates_and_confound_only_does_not(site_b, tmp_path):
     st = _replicate(site_b, tmp_path / "st", "st")
     fams = st.families.set_index("segment_group")
     assert set(fams.index) == {"prompted_speech", "vowel"}  # where st's robust correlates are
-    for g, row in fams.iterrows():
-        assert row["n_tested"] == row["n_features"] > 50
-        assert row["replication_rate"] >= 0.85, g  # measured 0.92 / 0.96
-        assert row["replication_rate"] > row["null_rate_95th"] + 0.5 and row["p_vs_null"] < 0.01, g
-        assert row["spearman_rho"] > 0.9, g  # effect sizes carry over (0.97 / 0.99)
+    for g, row in fams.iterrows():  # measured: prompted speech 2 of 2, vowel 13 of 13 (embedded k=4 SAE)
+        assert row["n_tested"] == row["n_features"] >= 2
+        assert row["replication_rate"] >= 0.85, g  # measured 1.0 / 1.0 (null means 0.07 / 0.17)
+        assert row["replication_rate"] > row["null_rate_95th"] and row["p_vs_null"] < 0.01, g  # p 0.003
+    assert fams.loc["vowel", "spearman_rho"] > 0.9  # effect sizes carry over (0.99 over 13 features)
     asthma = _replicate(site_b, tmp_path / "asthma", "asthma", ["confound-explained"])
     fa = asthma.families
     assert set(fa["segment_group"]) == {"breath", "cough", "prompted_speech", "vowel"}
-    assert (fa["replication_rate"] <= 0.05).all()  # measured 0, 0, 0, 0.022 (2 of 90 vowel features)
+    assert (fa["replication_rate"] <= 0.05).all()  # measured 0 of 8, 9, 12, 29
     assert fa["n_replicated"].sum() / fa["n_tested"].sum() < 0.02
     for out in (tmp_path / "st", tmp_path / "asthma"):
         assert guardrails.audit_run(out) == []

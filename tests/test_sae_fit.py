@@ -84,7 +84,8 @@ def test_a_second_run_trains_nothing(fit_run, monkeypatch):
 
     monkeypatch.setattr(fit_sae, "train_topk", refuse)
     monkeypatch.setattr(fit_sae, "dump_activations", refuse)
-    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out)]) == 0
+    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out),
+                             "--overwrite"]) == 0
 
 
 def test_the_fit_reads_no_label(fit_run):
@@ -140,12 +141,15 @@ def test_sae_fit_outside_run_overlay_is_one_clear_error():
 
 
 def test_a_reused_output_folder_keeps_nothing_of_the_earlier_run(fit_run):
-    """#12 item 4: overlays/<label>/, figures/ and evidence/ of an earlier run with other labels are removed."""
+    """#12 item 4: a non-empty output folder is refused; with --overwrite nothing of the earlier run is left."""
     root, out = fit_run
     (out / "overlays" / "old_label").mkdir(parents=True, exist_ok=True)
     (out / "overlays" / "old_label" / "overlay.csv").write_text("stale")
     (out / "evidence" / "old_label").mkdir(parents=True, exist_ok=True)
-    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out)]) == 0
+    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out)]) == 2
+    assert (out / "overlays" / "old_label").exists()  # refused: nothing touched
+    assert run_overlay_main(["--demo", "--quiet", "--config", str(root / "config.toml"), "--out", str(out),
+                             "--overwrite"]) == 0
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["st"]
     assert not (out / "evidence" / "old_label").exists()
 

@@ -42,8 +42,8 @@ def test_eval_refuses_an_sae_of_another_width(dump, tmp_path, capsys):
 
 def test_default_sae_ships_with_its_held_out_numbers():
     sae = load_default_sae()
-    assert (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.k, sae.cfg.architecture) == (256, 2048, 32, "topk")
+    assert (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.k, sae.cfg.architecture) == (256, 256, 4, "topk")
     summary = json.loads((DEFAULT_DIR / "summary.json").read_text())
     held = json.loads((DEFAULT_DIR / "test_eval" / "summary.json").read_text())
     assert summary["encoder"] == "ge2e" and summary["layer"] == 3
-    assert held["fve"] > 0.8 and held["l0"] == pytest.approx(32.0)
+    assert held["fve"] > 0.8 and held["l0"] == pytest.approx(4.0)

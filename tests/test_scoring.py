@@ -37,11 +37,11 @@ def test_store_contents_and_second_run_does_no_encoder_work(full, demo_small_rec
     assert summary.skipped == {"missing": 1, "silent": 1, "unreadable": 1}
     store = ScoreStore(out / "store")
     mean = store.matrix("mean")
-    assert mean.shape == (213, 2048)
+    assert mean.shape == (213, 256)
     assert (np.diff(mean.indptr) > 0).all() and store.index["recording_id"].is_monotonic_increasing
     assert store.index["recording_id"].str.match(r"^r_[0-9a-f]{12}$").all()
     frac = store.matrix("frac_active")
-    assert np.allclose(frac.sum(axis=1), 32.0)  # TopK: k = 32 active features per frame
+    assert np.allclose(frac.sum(axis=1), 4.0)  # TopK: k = 4 active features per frame
     again = score_recordings(demo_small_recordings, *parts, tmp_path / "again", out / "cache", "salt", progress=False)
     assert again.encoded == 0 and again.from_cache == 213
     assert tree(tmp_path / "again") == tree(out / "store")
@@ -76,9 +76,9 @@ def test_frame_level_codes_in_compact_dtypes(demo_small_recordings, parts, tmp_p
     store = ScoreStore(tmp_path / "s")
     ids, vals = store.frame_codes(0)
     assert ids.dtype == np.uint16 and vals.dtype == np.float16
-    assert ids.shape == (store.index["n_frames"].iloc[0], 32)
+    assert ids.shape == (store.index["n_frames"].iloc[0], 4)
     mean = store.matrix("mean")[0].toarray().ravel()
-    rebuilt = np.bincount(ids.ravel().astype(int), weights=vals.ravel().astype(float), minlength=2048) / len(ids)
+    rebuilt = np.bincount(ids.ravel().astype(int), weights=vals.ravel().astype(float), minlength=256) / len(ids)
     assert np.allclose(rebuilt, mean, rtol=2e-3, atol=1e-3)  # float16 storage
 
 
@@ -117,5 +117,5 @@ def test_default_encoder_runs_without_network_and_repeats_exactly(monkeypatch):
 
 
 def test_shard_and_device_errors(tmp_path, capsys):
-    code = main(["extract", "--data-root", str(tmp_path), "--salt", "test-salt-0123456789", "--shard", "2/2", "--out", str(tmp_path)])
+    code = main(["extract", "--data-root", str(tmp_path), "--salt", "test-salt-0123456789", "--shard", "2/2", "--out", str(tmp_path / "o")])
     assert code == 2 and "--shard 2/2 does not exist" in capsys.readouterr().err

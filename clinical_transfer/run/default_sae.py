@@ -23,8 +23,12 @@ from dataset_adapters.demo import DemoConfig, write_demo_corpus
 
 DEMO = DemoConfig(n_participants=160, seed=0, duration_s=2.5)
 HELDOUT_FRACTION = 0.2
-TRAIN = TrainConfig(expansion=8, k=32, batch_size=4096, steps=600, val_every=200, log_every=50,
-                    dead_after_tokens=2_000_000, checkpoint_every=200, seed=0)
+TRAIN = TrainConfig(expansion=1, k=4, batch_size=4096, steps=3000, lr=2e-3, lr_decay_fraction=0.5, val_every=1000,
+                    log_every=100, dead_after_tokens=2_000_000, checkpoint_every=1000, seed=0)
+"""Small k over a small dictionary: SAEs refit with other seeds find the same directions (median seed
+stability 0.80 over all features, measured on this dump; expansion 8 / k 32 gave 0.27). Measured
+alternatives (3 seeds each, same dump): exp 2 / k 16 / 1500 steps 0.54; exp 2 / k 16 / 4000 steps + decay
+0.57. The price is reconstruction: held-out FVE ~0.90 instead of ~0.95."""
 STABILITY_SEEDS = (1, 2)
 """The same recipe with other seeds: only their decoders are shipped (float16), for seed stability."""
 
