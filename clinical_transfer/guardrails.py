@@ -8,7 +8,9 @@ else writes into an output folder.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -195,8 +197,6 @@ def _visible_top(text: str, suffix: str) -> str:
 
 def _csv_table(text: str) -> pd.DataFrame | None:
     """A delimited text as a table (banner comment skipped), or None when it is not one."""
-    import io
-
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if len(lines) < 2:
         return None
@@ -218,8 +218,6 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
     the small-cell, suppression, wording and per-person rules; the banner must be visible text at the top
     (an HTML comment does not count). Symlinks are refused (they can point at anything).
     """
-    import os
-
     run_dir = Path(run_dir)
     problems: list[str] = []
     ids = [i for i in (raw_ids or []) if len(i) >= 8]
@@ -277,15 +275,15 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
                 obj = json.loads(text) if text.lstrip()[:1] in ("{", "[") else None
             except json.JSONDecodeError:
                 obj = None
-            if obj is None and f.suffix.lower() == ".json":
-                problems.append(f"{rel}: not valid JSON")
             if obj is not None:  # JSON carries the label as a top-level field (keys are sorted)
                 if not (isinstance(obj, dict) and obj.get(BANNER_KEY) == BANNER):
                     problems.append(f"{rel}: the non-diagnostic label is missing")
                 problems += _json_problems(obj, rel, min_cell)
-            elif BANNER not in _visible_top(text, f.suffix.lower()):
-                problems.append(f"{rel}: the non-diagnostic label is not visible at the top")
-            if obj is None:
+            else:
+                if f.suffix.lower() == ".json":
+                    problems.append(f"{rel}: not valid JSON")
+                if BANNER not in _visible_top(text, f.suffix.lower()):
+                    problems.append(f"{rel}: the non-diagnostic label is not visible at the top")
                 table = _csv_table(text)
                 found = _table_problems(table, rel, min_cell) if table is not None else []
                 problems += found

@@ -7,6 +7,7 @@ silently stops matching. Every function here is a pure function of its inputs (n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -53,6 +54,7 @@ def seeded_order_key(seed: int, key: str) -> str:
     return sha256_text(f"{seed}:{key}")
 
 
+@functools.lru_cache(maxsize=8)
 def salt_digest(salt: str) -> str:
     """What a manifest records of the pseudonym salt: a slow, keyed digest (scrypt), never the salt.
 
@@ -61,6 +63,7 @@ def salt_digest(salt: str) -> str:
     ~50 ms and 16 MiB a guess. Why fixed (no per-run random value): shards of one run and a frozen run's
     regeneration must compare digests without knowing each other's salt; the 16-character minimum
     (:func:`clinical_transfer.guardrails.check_salt`) is what keeps the search space out of reach.
+    Remembered per process: a run writes it into several manifests and each scrypt costs ~50 ms.
     """
     key = hashlib.scrypt(salt.encode(), salt=b"clinical-transfer/salt-digest/v1", n=2**14, r=8, p=1, dklen=32)
     return "scrypt:" + key.hex()

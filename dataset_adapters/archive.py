@@ -93,8 +93,7 @@ def find_parts(folder: Path, stem: str) -> PartSet:
             gap = suffix if i < len(named) else None
             break
         parts.append(named[suffix])
-    later = sorted(set(named.values()) - set(parts))
-    return PartSet(stem, parts, [p for p in ignored if p not in later], gap)
+    return PartSet(stem, parts, ignored, gap)
 
 
 def split_parts(folder: Path, stem: str) -> list[Path]:

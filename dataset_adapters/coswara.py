@@ -322,27 +322,29 @@ class CoswaraAdapter:
 
         stray: set[str] = set()
 
-        def add(key: tuple[str, str], source: str, data: bytes | None) -> None:
+        def add(key: tuple[str, str], source: str, data: bytes | None = None, path: str | None = None) -> None:
+            """One found recording: ``data`` (an archive member's bytes) or ``path`` (an extracted file, read
+            here only when it is someone's in the metadata and its header is not past the maximum)."""
             if key[0] not in known:
                 stray.add(key[0])
                 return
             if key in rows:
                 return
             rows[key] = {"source": source}
-            if check_audio and data is not None:
-                finished(inspector.submit(key, key[1], data))
-            else:
-                rows[key].update(inspect(None, key[1]) if check_audio else unvalidated(key[1]))
-                bar.update(1)
+            if not check_audio:
+                row = unvalidated(key[1])
+            elif path is None or (row := inspect_too_long(path, key[1], self.audio_check)) is None:
+                data = Path(path).read_bytes() if path else data
+                if data is not None:
+                    finished(inspector.submit(key, key[1], data))
+                    return
+                row = inspect(None, key[1])
+            rows[key].update(row)
+            bar.update(1)
 
         with inspector:
             for key, path in extracted.items():
-                long_row = inspect_too_long(path, key[1], self.audio_check) if check_audio else None
-                if long_row is not None and key[0] in known and key not in rows:
-                    rows[key] = {"source": path, **long_row}
-                    bar.update(1)
-                    continue
-                add(key, path, Path(path).read_bytes() if check_audio else None)
+                add(key, path, path=path)
             for parts in archives:
                 for key, source, data in self._archive_members(parts):
                     add(key, source, data)
