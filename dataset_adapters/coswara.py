@@ -24,7 +24,7 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
 from dataset_adapters.base import RECORDING_COLUMNS
-from dataset_adapters.inventory import Inspector, inspect, inspect_too_long, unvalidated
+from dataset_adapters.inventory import Inspector, inspect, inspect_too_long, screen_too_long, too_long_row, unvalidated
 from dataset_adapters.segments import COSWARA_TYPES, segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
@@ -48,29 +48,44 @@ REQUIRED_COLUMNS = ("id", "a", "g")
 #: Plausible ages (years); others become unknown, counted in the notes.
 AGE_RANGE = (0, 120)
 
+#: Participants without any audio that are still listed recording by recording (9 "file not found" rows
+#: each). Past this a run is refused with advice to pass ``--only-with-audio``: a metadata file of millions
+#: of people beside a partial copy would otherwise be expanded to tens of millions of empty rows (a 12 MB
+#: file of 100,000 such people already takes 1.4 GB).
+MAX_LISTED_WITHOUT_AUDIO = 200_000
+#: Rows of ``combined_data.csv`` read at a time.
+CHUNK_ROWS = 100_000
+
 #: Normalised confound columns and the raw column each comes from.
 CONFOUNDS = {"age": "a", "sex": "g", "country": "l_c", "english_proficiency": "ep", "returning_user": "rU"}
 
 
-def normalise_metadata(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def check_schema(columns: Iterable[str], n_rows: int) -> None:
+    """One line naming what makes a ``combined_data.csv`` unusable: a required column missing, no rows."""
+    columns = list(columns)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ClinicalTransferError(
+            f"combined_data.csv has no {', '.join(repr(c) for c in missing)} column{'s' if len(missing) > 1 else ''} "
+            f"(found: {', '.join(map(str, columns[:8]))}{'...' if len(columns) > 8 else ''})",
+            "use the combined_data.csv published with Coswara (36 columns starting id,a,covid_status; "
+            "id = participant, a = age, g = sex)",
+        )
+    if not n_rows:
+        raise ClinicalTransferError("combined_data.csv lists no participants (a header only)",
+                                    "use the combined_data.csv published with Coswara")
+
+
+def normalise_metadata(raw: pd.DataFrame, allow_empty: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Normalise Coswara's ``combined_data.csv`` (read as strings); returns (table, notes).
 
     Booleans become pandas' nullable ``boolean`` with blank -> <NA> (unknown, not False). ``smoker``
     mixes True/False and y/n; both map. ``covid_status`` is kept raw and a binary ``covid_positive``
     contrast is derived: ``positive_*`` -> True, ``healthy`` -> False, anything else -> <NA> (excluded
-    from that contrast, and counted in the notes).
+    from that contrast, and counted in the notes). ``allow_empty``: ``raw`` is a selection of rows
+    (participants with audio) that may be empty; the file itself was checked by :func:`check_schema`.
     """
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    if missing:
-        raise ClinicalTransferError(
-            f"combined_data.csv has no {', '.join(repr(c) for c in missing)} column{'s' if len(missing) > 1 else ''} "
-            f"(found: {', '.join(map(str, raw.columns[:8]))}{'...' if len(raw.columns) > 8 else ''})",
-            "use the combined_data.csv published with Coswara (36 columns starting id,a,covid_status; "
-            "id = participant, a = age, g = sex)",
-        )
-    if raw.empty:
-        raise ClinicalTransferError("combined_data.csv lists no participants (a header only)",
-                                    "use the combined_data.csv published with Coswara")
+    check_schema(raw.columns, len(raw) or int(allow_empty))
     notes: list[str] = []
     reserved = set(COLUMNS) | set(CONFOUNDS) | {"wave", "covid_positive"}
     clash = [c for c in raw.columns if c in reserved and c not in CONFOUNDS.values()]
@@ -123,11 +138,25 @@ def normalise_metadata(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return df.rename(columns={col: name for name, col in CONFOUNDS.items()}), notes
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, **kwargs)
     except Exception as exc:
         raise ClinicalTransferError(f"cannot read {path}: {exc}", "check that it is an intact CSV file") from exc
+
+
+def read_metadata_rows(path: Path, keep: set[str] | None = None) -> pd.DataFrame:
+    """``combined_data.csv`` as strings, read in chunks of :data:`CHUNK_ROWS` rows; ``keep``: only the rows
+    of these participant ids (None: all). Why chunks: with ``keep`` (``--only-with-audio``) a metadata file of
+    millions of people never lies in memory whole, only the people whose audio is on disk."""
+    try:
+        chunks = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, chunksize=CHUNK_ROWS)
+        kept = [c if keep is None else c[c["id"].str.strip().isin(keep)] for c in chunks]
+    except Exception as exc:
+        raise ClinicalTransferError(f"cannot read {path}: {exc}", "check that it is an intact CSV file") from exc
+    if len(kept) == 1:
+        return kept[0]
+    return pd.concat(kept, ignore_index=True) if kept else _read_csv(path)
 
 
 def read_date_map(metadata_root: Path) -> dict[str, str]:
@@ -213,16 +242,37 @@ class CoswaraAdapter:
     # -- metadata ---------------------------------------------------------------------------------
     def metadata(self) -> pd.DataFrame:
         """One normalised row per participant, with ``wave`` (date folder) from the per-date CSVs."""
-        table, notes = normalise_metadata(_read_csv(self.metadata_root / "combined_data.csv"))
+        table, self.notes = self._metadata(self._participant_ids())
+        return table
+
+    def _participant_ids(self) -> set[str]:
+        """The ``id`` column alone (the schema checked first): who is in the metadata, before any audio is
+        read and without holding the other 35 columns of every person (1.5 million ids: ~0.3 GB)."""
+        path = self.metadata_root / "combined_data.csv"
+        check_schema(_read_csv(path, nrows=0).columns, 1)
+        column = _read_csv(path, usecols=["id"])["id"]
+        n_rows = len(column)
+        check_schema(REQUIRED_COLUMNS, n_rows)
+        ids = set(column.astype(str).str.strip())
+        del column
+        if len(ids) < n_rows:
+            raise ClinicalTransferError(f"combined_data.csv lists {n_rows - len(ids)} participant ids more than once",
+                                        "remove the duplicate rows")
+        return ids
+
+    def _metadata(self, ids: set[str], keep: set[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+        """Normalised metadata of the participants in ``keep`` (None: everyone) and its notes; ``ids`` are
+        every participant of the file (for the per-date CSV check)."""
+        raw = read_metadata_rows(self.metadata_root / "combined_data.csv", keep)
+        table, notes = normalise_metadata(raw, allow_empty=keep is not None)
         dates = read_date_map(self.metadata_root)
         if not dates:
             notes.append("no per-date CSVs found: wave taken from the folder the audio lies in")
         table["wave"] = table["participant_id"].map(dates).astype("string")
-        unknown = sorted(set(dates) - set(table["participant_id"]))
+        unknown = len(set(dates) - ids)
         if unknown:
-            notes.append(f"{len(unknown)} id(s) in per-date CSVs are not in combined_data.csv (ignored)")
-        self.notes = notes
-        return table
+            notes.append(f"{unknown} id(s) in per-date CSVs are not in combined_data.csv (ignored)")
+        return table, notes
 
     # -- audio discovery --------------------------------------------------------------------------
     def _extracted(self) -> dict[tuple[str, str], str]:
@@ -247,10 +297,10 @@ class CoswaraAdapter:
                 out.append(found.parts)
         return out
 
-    def _archive_members(self, parts: list[Path]) -> Iterator[tuple[tuple[str, str], str, bytes]]:
+    def _archive_members(self, parts: list[Path]) -> Iterator[tuple[tuple[str, str], str, bytes | archive.ScreenedOut]]:
         key = archive.archive_key(parts)
         faults: list[str] = []
-        for name, data in archive.iter_members(parts, faults=faults):
+        for name, data in archive.iter_members(parts, faults=faults, screen=screen_too_long(self.audio_check)):
             m = _MEMBER.search(name)
             if m and m["rtype"] in COSWARA_TYPES:
                 yield (m["pid"], m["rtype"]), f"{key}{archive.ARCHIVE_SEP}{name}", data
@@ -300,8 +350,12 @@ class CoswaraAdapter:
         return pd.DataFrame(cols).infer_objects()
 
     def recordings(self, check_audio: bool = True, tag: bool = True, progress: bool = True) -> pd.DataFrame:
-        """Every expected recording of every participant, with its status and reason."""
-        meta = self.metadata()
+        """Every expected recording of every participant, with its status and reason.
+
+        The metadata is read twice: its ``id`` column before the audio (who counts as known), the rest after,
+        and with ``only_with_audio`` only for the participants whose audio was found."""
+        ids = self._participant_ids()
+        self.notes = []
         extracted = self._extracted()
         archives = self._archives()
         if not extracted and not archives:
@@ -310,7 +364,7 @@ class CoswaraAdapter:
                 "expected <date>/<id>/<type>.wav files or split archives <date>/<date>.tar.gz.aa, .ab, ...",
             )
         rows: dict[tuple[str, str], dict] = {}
-        known = set(meta["participant_id"])
+        known = ids
         bar = tqdm(desc="coswara inventory", unit="rec", disable=None if progress else True)
 
         inspector = Inspector(self.audio_check, tag, self.workers, self.inspect_cache)
@@ -322,7 +376,8 @@ class CoswaraAdapter:
 
         stray: set[str] = set()
 
-        def add(key: tuple[str, str], source: str, data: bytes | None = None, path: str | None = None) -> None:
+        def add(key: tuple[str, str], source: str, data: bytes | archive.ScreenedOut | None = None,
+                path: str | None = None) -> None:
             """One found recording: ``data`` (an archive member's bytes) or ``path`` (an extracted file, read
             here only when it is someone's in the metadata and its header is not past the maximum)."""
             if key[0] not in known:
@@ -333,6 +388,8 @@ class CoswaraAdapter:
             rows[key] = {"source": source}
             if not check_audio:
                 row = unvalidated(key[1])
+            elif isinstance(data, archive.ScreenedOut):  # a member past the maximum, hashed but never held
+                row = too_long_row(key[1], data.info, data.sha256, self.audio_check)
             elif path is None or (row := inspect_too_long(path, key[1], self.audio_check)) is None:
                 data = Path(path).read_bytes() if path else data
                 if data is not None:
@@ -355,11 +412,20 @@ class CoswaraAdapter:
             self.notes.append(f"{len(stray)} participant(s) with audio (extracted or in archives) are not in "
                               "combined_data.csv (ignored)")
         with_audio = {k[0] for k in rows}
+        without = len(ids) - len(with_audio)
+        if not self.only_with_audio and without > MAX_LISTED_WITHOUT_AUDIO:
+            raise ClinicalTransferError(
+                f"combined_data.csv lists {len(ids):,} participants and {without:,} of them have no audio under "
+                f"{self.data_root}: listing their {9 * without:,} absent recordings one by one is refused "
+                f"(more than {MAX_LISTED_WITHOUT_AUDIO:,} such participants)",
+                "pass --only-with-audio (those participants are then counted in the notes, not listed), or "
+                "point --data-root at the whole corpus",
+            )
+        meta, meta_notes = self._metadata(ids, keep=with_audio if self.only_with_audio else None)
+        self.notes = meta_notes + self.notes
         participants = meta["participant_id"].tolist()
         if self.only_with_audio:
-            left_out = len(participants) - len(with_audio)
-            participants = [p for p in participants if p in with_audio]
-            self.notes.append(f"only_with_audio: {left_out} participant(s) without any audio left out")
+            self.notes.append(f"only_with_audio: {without} participant(s) without any audio left out")
         quality = read_quality(self.metadata_root)
         wave_of = dict(zip(meta["participant_id"], meta["wave"]))
         table = self._assemble(participants, rows, quality, wave_of)

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinical_transfer.audio import AudioCheckConfig, check, declared_duration_s, decode, to_mono
+from clinical_transfer.audio import (
+    AudioCheckConfig,
+    check,
+    declared_duration_s,
+    decode,
+    to_mono,
+    wav_declared_duration_s,
+)
 from clinical_transfer.hashing import sha256_bytes, sha256_file
 from dataset_adapters.segments import segment_of
 from dataset_adapters.tagger import TaggerConfig, features, tag_from_features
@@ -55,9 +62,13 @@ def inspect(
     row.update(status=result.status, status_reason=result.reason)
     if result.measures is not None:
         row.update({k: v for k, v in asdict(result.measures).items() if k in _MEASURES})
+    elif result.status == "too_long":  # as for a file or an archive member judged by its first bytes
+        row["duration_s"] = declared_duration_s(data)
     if tag and result.status == "ok":
         x, sr = decode(data)
-        row["tag"] = tag_from_features(features(to_mono(x), sr, tagger_cfg), tagger_cfg)
+        y = to_mono(x)
+        del x  # a multi-channel recording's samples are not needed beside their mix
+        row["tag"] = tag_from_features(features(y, sr, tagger_cfg), tagger_cfg)
         row["tag_agreement"] = row["tag"] == group
     return row
 
@@ -69,10 +80,25 @@ def inspect_too_long(path: str | Path, recording_type: str, audio_cfg: AudioChec
     declared = declared_duration_s(path)
     if declared is None or declared <= audio_cfg.max_duration_s:
         return None
+    return too_long_row(recording_type, declared, sha256_file(path), audio_cfg)
+
+
+def too_long_row(recording_type: str, declared_s: float, sha256: str,
+                 audio_cfg: AudioCheckConfig = AudioCheckConfig()) -> dict:
+    """The inventory row of a recording whose header declares ``declared_s`` > ``max_duration_s``."""
     row = inspect(None, recording_type)
-    row.update(status="too_long", status_reason=f"{declared:.0f} s > maximum {audio_cfg.max_duration_s:g} s (not decoded)",
-               audio_sha256=sha256_file(path), duration_s=declared)
+    row.update(status="too_long", status_reason=f"{declared_s:.0f} s > maximum {audio_cfg.max_duration_s:g} s (not decoded)",
+               audio_sha256=sha256, duration_s=declared_s)
     return row
+
+
+def screen_too_long(audio_cfg: AudioCheckConfig):
+    """A ``screen`` for :func:`~dataset_adapters.archive.iter_members`: the declared duration of a WAV
+    member past ``max_duration_s`` (from its first bytes), else None (read it whole as usual)."""
+    def screen(head: bytes, size: int) -> float | None:
+        declared = wav_declared_duration_s(head, size)
+        return declared if declared is not None and declared > audio_cfg.max_duration_s else None
+    return screen
 
 
 def finish_table(table: pd.DataFrame, sort_by: list[str] | str = "recording_id") -> pd.DataFrame:

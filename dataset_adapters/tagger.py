@@ -78,6 +78,62 @@ def _segments(active: np.ndarray, min_gap: int = 5) -> list[tuple[int, int]]:
     return [(a, b + 1) for a, b in runs]
 
 
+#: Analysis frames processed at a time (20 s): every per-frame quantity is computed block by block, so a
+#: 10-minute recording needs ~0.1 GB here, not the ~2.5 GB that whole-signal framing, FFTs and
+#: autocorrelations took (#12). Whole-recording statistics (noise floor, peak, dB scaling, onset
+#: normalisation) are taken afterwards over the per-frame vectors, so the result does not depend on it.
+BLOCK_FRAMES = 2000
+_ONSET_FFT = 2048  # librosa's onset_strength defaults (n_fft 2048, 128 mel bands), computed in blocks
+
+
+def _frame_measures(y: np.ndarray, cfg_lo: int, cfg_hi: int) -> tuple[np.ndarray, ...]:
+    """Per 40 ms frame: energy, periodicity (autocorrelation peak at 70-400 Hz lags), spectral flatness and
+    a 40-band mel power spectrum, computed :data:`BLOCK_FRAMES` frames at a time."""
+    import librosa
+
+    frames = librosa.util.frame(y, frame_length=_FRAME, hop_length=_HOP)  # a view: (frame, n)
+    n = frames.shape[1]
+    energy, periodicity, flat = np.empty(n), np.empty(n), np.empty(n)
+    mel = np.empty((40, n))
+    window = np.hanning(_FRAME)[:, None]
+    # Undo the window's own autocorrelation taper so long lags are not penalised.
+    w_ac = np.correlate(np.hanning(_FRAME), np.hanning(_FRAME), "full")[_FRAME - 1 :]
+    for a in range(0, n, BLOCK_FRAMES):
+        b = min(a + BLOCK_FRAMES, n)
+        fr = frames[:, a:b] - frames[:, a:b].mean(axis=0, keepdims=True)
+        energy[a:b] = np.mean(fr**2, axis=0)
+        spec = np.fft.rfft(fr * window, n=2 * _FRAME, axis=0)
+        ac = np.fft.irfft(np.abs(spec) ** 2, axis=0)[:_FRAME]
+        ac = ac / np.maximum(ac[0], 1e-20)
+        ac = ac[:cfg_hi] / (w_ac[:cfg_hi, None] / w_ac[0])
+        # Only peaks after the autocorrelation first turns negative count: low-passed noise decays
+        # smoothly from lag 0 and must not look periodic.
+        past_first_dip = np.maximum.accumulate(ac < 0, axis=0)
+        periodicity[a:b] = np.where(past_first_dip, ac, 0.0)[cfg_lo:cfg_hi].max(axis=0)
+        power = np.abs(spec[:_FRAME // 2]) ** 2 + 1e-20
+        mel[:, a:b] = librosa.feature.melspectrogram(S=power, sr=TAG_SAMPLE_RATE_HZ, n_mels=40)
+        flat[a:b] = np.exp(np.mean(np.log(power), axis=0)) / np.mean(power, axis=0)
+    return energy, periodicity, flat, mel
+
+
+def _onsets(y: np.ndarray) -> np.ndarray:
+    """``librosa.onset.onset_detect(y=y)`` at :data:`_HOP`, with its mel spectrogram built in blocks of
+    frames (the centred, zero-padded frames librosa would take) and the dB scaling and onset strength
+    over the whole: the same onsets without a whole-signal STFT in memory."""
+    import librosa
+
+    padded = np.pad(np.asarray(y, np.float32), _ONSET_FFT // 2, mode="constant")
+    n = 1 + (len(padded) - _ONSET_FFT) // _HOP
+    mel = np.empty((128, n), np.float32)
+    for a in range(0, n, BLOCK_FRAMES):
+        b = min(a + BLOCK_FRAMES, n)
+        seg = padded[a * _HOP : (b - 1) * _HOP + _ONSET_FFT]
+        power = np.abs(librosa.stft(seg, n_fft=_ONSET_FFT, hop_length=_HOP, center=False)) ** 2
+        mel[:, a:b] = librosa.feature.melspectrogram(S=power, sr=TAG_SAMPLE_RATE_HZ)
+    envelope = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=TAG_SAMPLE_RATE_HZ, hop_length=_HOP)
+    return librosa.onset.onset_detect(onset_envelope=envelope, sr=TAG_SAMPLE_RATE_HZ, hop_length=_HOP)
+
+
 def features(y: np.ndarray, sr: int, cfg: TaggerConfig = TaggerConfig()) -> TagFeatures:
     """Content features of a mono waveform (any rate; analysed at 16 kHz)."""
     import librosa  # start-up time: ~1 s to import; the CLI's start and --help never need it
@@ -88,39 +144,23 @@ def features(y: np.ndarray, sr: int, cfg: TaggerConfig = TaggerConfig()) -> TagF
     y = sosfilt(butter(2, 70.0, btype="high", fs=TAG_SAMPLE_RATE_HZ, output="sos"), y)  # drop hum and DC
     if len(y) < _FRAME:
         y = np.pad(y, (0, _FRAME - len(y)))
-    frames = librosa.util.frame(y, frame_length=_FRAME, hop_length=_HOP)  # (frame, n)
-    frames = frames - frames.mean(axis=0, keepdims=True)
-    energy = np.mean(frames**2, axis=0)
+    lo, hi = TAG_SAMPLE_RATE_HZ // 400, TAG_SAMPLE_RATE_HZ // 70
+    energy, periodicity, flat, mel = _frame_measures(y, lo, hi)
     db = 10 * np.log10(np.maximum(energy, 1e-20))
     floor = np.percentile(db, 10)
     # A recording with no quiet part (floor close to peak) is active throughout.
     above_floor = min(floor + cfg.active_db_above_floor, db.max() - 6.0)
     active = db > max(db.max() - cfg.active_db_below_peak, above_floor, -70.0)
     n_active = max(int(active.sum()), 1)
-
-    spec = np.fft.rfft(frames * np.hanning(_FRAME)[:, None], n=2 * _FRAME, axis=0)
-    ac = np.fft.irfft(np.abs(spec) ** 2, axis=0)[:_FRAME]
-    ac = ac / np.maximum(ac[0], 1e-20)
-    lo, hi = TAG_SAMPLE_RATE_HZ // 400, TAG_SAMPLE_RATE_HZ // 70
-    # Undo the window's own autocorrelation taper so long lags are not penalised.
-    w_ac = np.correlate(np.hanning(_FRAME), np.hanning(_FRAME), "full")[_FRAME - 1 :]
-    ac = ac[:hi] / (w_ac[:hi, None] / w_ac[0])
-    # Only peaks after the autocorrelation first turns negative count: low-passed noise decays
-    # smoothly from lag 0 and must not look periodic.
-    past_first_dip = np.maximum.accumulate(ac < 0, axis=0)
-    periodicity = np.where(past_first_dip, ac, 0.0)[lo:hi].max(axis=0)
     voiced = active & (periodicity > cfg.voicing_threshold)
 
-    power = np.abs(spec[:_FRAME // 2]) ** 2 + 1e-20
     # Spectral-envelope movement (cepstral distance between voiced frames 50 ms apart): a sustained
     # vowel holds one envelope, counting moves through many.
-    mel = librosa.feature.melspectrogram(S=power, sr=TAG_SAMPLE_RATE_HZ, n_mels=40)
     ceps = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=13)[1:]
     lag = 5
     pairs = voiced[lag:] & voiced[:-lag]
     change = np.sqrt(np.mean((ceps[:, lag:] - ceps[:, :-lag]) ** 2, axis=0))
     spectral_change = float(np.median(change[pairs])) if pairs.any() else 0.0
-    flat = np.exp(np.mean(np.log(power), axis=0)) / np.mean(power, axis=0)
     segs = _segments(active)
     dur_s = len(y) / TAG_SAMPLE_RATE_HZ
     lin = np.sqrt(energy)
@@ -132,7 +172,7 @@ def features(y: np.ndarray, sr: int, cfg: TaggerConfig = TaggerConfig()) -> TagF
             attacks.append(lin[peak] / before)
         else:
             attacks.append(1.0)
-    onset = librosa.onset.onset_detect(y=y.astype(np.float32), sr=TAG_SAMPLE_RATE_HZ, hop_length=_HOP)
+    onset = _onsets(y)
     return TagFeatures(
         active_fraction=float(active.mean()),
         voiced_fraction=float(voiced.sum() / n_active),

@@ -108,6 +108,43 @@ def test_case3_a_participant_id_column_never_replaces_the_corpus_id(tmp_path, de
     assert any("participant_id clash with the Recording table's own names" in n for n in adapter.notes)
 
 
+def _with_people_without_audio(tmp_path, demo_small, n):
+    def more(m):
+        extra = m.sample(n, replace=True, random_state=0).reset_index(drop=True)
+        return pd.concat([m, extra.assign(id=[f"extra-{i:09d}" for i in range(n)])], ignore_index=True)
+
+    return _with_metadata(tmp_path, demo_small, more)
+
+
+def test_case7_huge_metadata_beside_a_partial_copy_is_refused_or_read_for_those_with_audio(
+        tmp_path, demo_small, demo_small_recordings, monkeypatch):
+    """A metadata file of millions of people beside a few recordings: listing 9 absent recordings per person
+    is refused past MAX_LISTED_WITHOUT_AUDIO (one line, before the table is built); --only-with-audio reads
+    the metadata in chunks, keeping only the people with audio, and gives the table of the small file."""
+    from clinical_transfer.errors import ClinicalTransferError
+    from dataset_adapters import coswara
+
+    root = _with_people_without_audio(tmp_path, demo_small, 250)
+    monkeypatch.setattr(coswara, "MAX_LISTED_WITHOUT_AUDIO", 200)
+    monkeypatch.setattr(coswara, "CHUNK_ROWS", 7)  # 39 chunks, the people with audio spread over the first 4
+    try:
+        get_adapter("coswara", root).recordings(progress=False)
+        raise AssertionError("no error")
+    except ClinicalTransferError as exc:
+        assert str(exc).startswith(f"combined_data.csv lists 274 participants and 250 of them have no audio under "
+                                   f"{root}: listing their 2,250 absent recordings one by one is refused (more than "
+                                   "200 such participants). Fix: pass --only-with-audio"), str(exc)
+    adapter = get_adapter("coswara", root, only_with_audio=True)
+    got = adapter.recordings(progress=False)
+    want = demo_small_recordings
+    pd.testing.assert_frame_equal(got, want.assign(source=want["source"].str.replace(str(demo_small), str(root))))
+    assert "only_with_audio: 250 participant(s) without any audio left out" in adapter.notes
+    monkeypatch.setattr(coswara, "MAX_LISTED_WITHOUT_AUDIO", 250)  # at the bound: listed, 9 rows each
+    table = get_adapter("coswara", root).recordings(progress=False)
+    assert len(table) == len(want) + 9 * 250
+    assert (table[table["participant_id"].str.startswith("extra-")]["status_reason"] == "file not found").all()
+
+
 def test_case6_metadata_without_required_columns_or_rows_is_one_line(tmp_path, demo_small):
     from clinical_transfer.errors import ClinicalTransferError
 
@@ -332,6 +369,68 @@ def test_case7_a_recording_past_the_maximum_duration_is_skipped_from_its_header(
     buf = io.BytesIO()
     sf.write(buf, 0.1 * np.ones(16000), 16000, format="WAV")
     assert check(buf.getvalue(), cfg).status == "ok"
+
+
+def test_case7_a_long_archive_member_is_judged_by_its_first_bytes_and_never_held(tmp_path, demo_small, monkeypatch):
+    """A member past the maximum inside a tar stream: its WAV header (first 64 KB) decides, its bytes are
+    hashed in 1 MB reads; the row equals the one a full read gives (same hash, declared duration)."""
+    import hashlib
+
+    import numpy as np
+    import soundfile as sf
+
+    from clinical_transfer.audio import AudioCheckConfig, wav_declared_duration_s
+    from dataset_adapters import archive
+
+    root = _copy(demo_small, tmp_path)
+    long_wav = next(root.rglob("counting-normal.wav"))
+    sf.write(long_wav, 0.1 * np.sin(np.arange(16000 * 5) / 7.0), 16000, subtype="PCM_16")
+    data = long_wav.read_bytes()
+    assert wav_declared_duration_s(data[:4096], len(data)) == 5.0  # the header alone says it
+    assert wav_declared_duration_s(b"fLaC" + data[4:4096], len(data)) is None
+    for date in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
+        members = sorted(f for f in date.rglob("*.wav"))
+        _tar(date / f"{date.name}.tar.gz", [(f"{date.name}/{f.relative_to(date)}", f.read_bytes()) for f in members])
+        for f in members:
+            f.unlink()
+    cfg = AudioCheckConfig(max_duration_s=3.0)
+    seen = []
+    real_screen = archive._screened
+    monkeypatch.setattr(archive, "_screened", lambda *a: seen.append(a[2]) or real_screen(*a))
+    whole = get_adapter("coswara", root, audio_check=cfg).recordings(progress=False)  # 5 s WAV < 32 MB: read whole
+    monkeypatch.setattr(archive, "SCREEN_ABOVE_BYTES", 100_000)  # now only the long one is screened
+    screened = get_adapter("coswara", root, audio_check=cfg).recordings(progress=False)
+    assert seen == [len(data)]
+    pd.testing.assert_frame_equal(screened, whole)
+    row = screened.set_index("source").filter(like=long_wav.parent.name, axis=0)
+    row = row[row["recording_type"] == "counting-normal"].iloc[0]
+    assert (row["status"], row["status_reason"], row["duration_s"]) == ("too_long", "5 s > maximum 3 s (not decoded)", 5.0)
+    assert row["audio_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_case7_measures_and_content_tags_of_a_long_recording_do_not_depend_on_the_block_size(monkeypatch):
+    """Signal measures and tagger features are computed in blocks (peak memory no longer grows with the
+    length of a recording under the maximum); the blocks change nothing a table shows."""
+    import numpy as np
+
+    from clinical_transfer import audio
+    from dataset_adapters import tagger
+
+    rng = np.random.default_rng(3)
+    t = np.arange(16000 * 75) / 16000
+    voice = np.sin(2 * np.pi * 140 * t) * (np.sin(2 * np.pi * 0.1 * t) > 0)  # 5 s tones, 5 s pauses
+    x = (0.3 * voice + 0.01 * rng.standard_normal(t.size)).astype(np.float32)[:, None]
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", 10**12)  # one block: the whole-signal computation
+    monkeypatch.setattr(tagger, "BLOCK_FRAMES", 10**9)
+    whole = audio.measure(x, 16000)
+    f_whole = tagger.features(x[:, 0], 16000)
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", 16000 * 7 + 123)
+    monkeypatch.setattr(tagger, "BLOCK_FRAMES", 333)
+    blocks = audio.measure(x, 16000)
+    assert blocks.silence_fraction == whole.silence_fraction and blocks.peak_dbfs == whole.peak_dbfs
+    assert blocks.clipped_fraction == whole.clipped_fraction and abs(blocks.rms_dbfs - whole.rms_dbfs) < 1e-12
+    assert tagger.features(x[:, 0], 16000) == f_whole  # every per-frame quantity is per frame
+    assert tagger.tag_from_features(f_whole) == "vowel"  # a held tone with pauses
 
 
 def test_audio_of_people_missing_from_the_metadata_is_noted_in_both_layouts(tmp_path, demo_small, demo_small_tar):
