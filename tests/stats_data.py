@@ -4,9 +4,12 @@ import numpy as np
 import pandas as pd
 
 
-def clustered_table(n_participants=300, reps=2, m=40, seed=0, effect=None, sex_effect=None, icc=0.5):
+def clustered_table(n_participants=300, reps=2, m=40, seed=0, effect=None, sex_effect=None, icc=0.5,
+                    female_effect=None, wave_effect=None):
     """Participants with `reps` recordings each, one vowel and one cough, a participant random effect,
-    a label `st` (independent), a label `asthma` that depends only on sex, and numeric/categorical confounds."""
+    a label `st` (independent), a label `asthma` that depends only on sex, and numeric/categorical confounds.
+    ``female_effect``: extra `st` effect in women only (effect modification by sex); ``wave_effect``: an
+    `st` effect in wave ``w1`` only."""
     rng = np.random.default_rng(seed)
     P = n_participants
     pid = np.repeat([f"id{i:04d}" for i in range(P)], reps)
@@ -23,6 +26,10 @@ def clustered_table(n_participants=300, reps=2, m=40, seed=0, effect=None, sex_e
     if sex_effect:
         for j, b in sex_effect.items():
             F[:, j] += b * (sex == "female")
+    for j, b in (female_effect or {}).items():
+        F[:, j] += b * st * (sex == "female")
+    for j, b in (wave_effect or {}).items():
+        F[:, j] += b * st * (wave == "w1")
     features = pd.DataFrame(F, columns=[f"feat_{j}" for j in range(m)])
     features.insert(0, "recording_id", [f"rec{i:05d}" for i in range(n)])
     meta = pd.DataFrame({

@@ -40,6 +40,35 @@ def test_true_effects_are_robust_and_nothing_else(planted):
     assert bool(row["exceeds_maxt"])
 
 
+def test_effect_modification_is_robust_with_a_note_and_a_one_stratum_effect_is_not():
+    """feat_0: st effect 0.4 in men, 1.6 in women — Cochran's Q is far past any threshold, yet the effect is
+    significant in the same direction in every stratum: a robust correlate whose note says its size differs
+    (it was called unstable before). feat_1: an effect in one wave only — strata disagree, still unstable."""
+    features, meta = clustered_table(n_participants=400, m=30, seed=4, effect={0: 0.4}, female_effect={0: 1.2},
+                                     wave_effect={1: 1.6})
+    res = overlay(features, meta, "st", ["sex", "age", "wave"], permutations=20, positive_controls=[])
+    fam = res.overlay[(res.overlay["segment_group"] == "vowel") & (res.overlay["role"] == "target")].set_index("feature")
+    mod = fam.loc["feat_0"]
+    assert mod["heterogeneity_p"] < 1e-6 and mod["n_strata_significant"] == mod["n_strata"] >= 4
+    assert mod["verdict"] == "robust correlate"
+    assert mod["note"] == f"effect size differs across strata (Cochran's Q), significant in the same direction in all {int(mod['n_strata'])} (one-sided, each)"
+    one = fam.loc["feat_1"]
+    assert one["q_adj"] < 0.05 and one["n_strata_significant"] < one["n_strata"]
+    assert one["verdict"] == "unstable across splits"
+    assert (fam.drop(["feat_0", "feat_1"])["verdict"] == "robust correlate").sum() == 0
+
+
+def test_null_features_are_never_robust_under_the_effect_modification_rule():
+    """The exception for heterogeneity needs every stratum significant in one direction: under the null
+    (features that depend on sex only, plus noise; 4 seeds x 30 features x 2 groups) nothing is robust."""
+    robust = 0
+    for seed in range(4):
+        features, meta = clustered_table(n_participants=300, m=30, seed=10 + seed, sex_effect={0: 1.5, 1: 1.0})
+        res = overlay(features, meta, "st", ["sex", "age", "wave"], permutations=20, positive_controls=[])
+        robust += int((res.overlay["verdict"] == "robust correlate").sum())
+    assert robust == 0
+
+
 def test_confound_driven_features_are_confound_explained(planted):
     features, meta = planted
     res = overlay(features, meta, "asthma", ["sex", "age", "wave"], permutations=0, positive_controls=[])

@@ -36,7 +36,7 @@ NUMERIC_COLUMNS = (
     # statistics II (added beside the columns above, whose names are kept)
     "q_run", "auroc_adj", "auroc_adj_low", "auroc_adj_high", "n_split_variables", "matched_agreement", "p_fwe",
     "beta_change", "se_change", "p_change", "q_change", "beta_discovery", "p_discovery", "beta_replication",
-    "p_replication",
+    "p_replication", "n_strata_significant",
 )
 COLUMNS = ("label", "contrast", "segment_group", "feature", "role", *NUMERIC_COLUMNS, "exceeds_maxt",
            "replicated", "nuisance_flag", "verdict", "note")
@@ -153,7 +153,7 @@ def family_table(fam: Family, F: np.ndarray, names: list[str], cfg: OverlayConfi
     split_on = [s for s in split_on if s in fam.meta.columns and s != fam.label]
     splits = pd.DataFrame()
     stab = pd.DataFrame(columns=["n_strata", "n_strata_same_sign", "heterogeneity_q", "heterogeneity_p",
-                                 "n_strata_reversed", "n_split_variables"])
+                                 "n_strata_reversed", "n_split_variables", "n_strata_significant"])
     if not split_on:
         checks.splits = "no split variable in the metadata"
     if len(sig) and split_on:
@@ -167,7 +167,7 @@ def family_table(fam: Family, F: np.ndarray, names: list[str], cfg: OverlayConfi
             checks.splits = (f"no stratum of {', '.join(split_on)} has {cfg.min_stratum} participants a side "
                              "(min_stratum)")
     df = df.drop(columns=[c for c in stab.columns if c in df.columns]).join(stab, on="feature")
-    for c in ("n_strata", "n_strata_same_sign", "n_strata_reversed", "n_split_variables"):
+    for c in ("n_strata", "n_strata_same_sign", "n_strata_reversed", "n_split_variables", "n_strata_significant"):
         df[c] = df[c].astype("Float64")
     controls: list[dict] = [design]
     for c in _BOOLEAN:

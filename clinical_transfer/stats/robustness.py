@@ -73,18 +73,27 @@ def split_estimates(
 
 def stability(splits: pd.DataFrame, beta_overall: pd.Series, alpha: float = 0.05) -> pd.DataFrame:
     """Per feature: strata estimated, strata with the overall sign, Cochran's Q heterogeneity p, reversals,
-    and the number of split variables with at least two estimated strata (where heterogeneity is testable).
+    the number of split variables with at least two estimated strata (where heterogeneity is testable), and
+    the strata where the estimate is significant *in the overall direction*: one-sided p < ``alpha``
+    (the two-sided p < 2 ``alpha`` with the overall sign). Taken together over strata this is an
+    intersection-union test of "the effect is present in every stratum", valid at ``alpha`` without a
+    multiplicity correction (Berger 1982): every stratum must pass on its own.
 
     Q is computed within each split variable (its strata partition the rows); the reported p is the
-    smallest over variables, Bonferroni-corrected for the number of variables.
+    smallest over variables, Bonferroni-corrected for the number of variables. Why the last count: Q
+    tests whether the *size* of an effect differs between strata; its power grows with the effect, so a
+    strong effect of different size in men and women is "heterogeneous" however consistent it is. An
+    effect significant in the same direction in every stratum is effect modification, not instability
+    (see :func:`~clinical_transfer.stats.verdicts.verdicts`).
     """
     cols = ["n_strata", "n_strata_same_sign", "heterogeneity_q", "heterogeneity_p", "n_strata_reversed",
-            "n_split_variables"]
+            "n_split_variables", "n_strata_significant"]
     if splits.empty:
         return pd.DataFrame(columns=cols)
     s = splits.assign(overall=splits["feature"].map(beta_overall))
     s["same"] = np.sign(s["beta"]) == np.sign(s["overall"])
     s["reversed"] = (~s["same"]) & (s["p"] < alpha)
+    s["confirmed"] = s["same"] & (s["p"] < 2 * alpha)  # one-sided, in the overall direction
     rows = {}
     for feat, g in s.groupby("feature", sort=False):
         qs, ps = [], []
@@ -97,7 +106,8 @@ def stability(splits: pd.DataFrame, beta_overall: pd.Series, alpha: float = 0.05
             qs.append(q)
             ps.append(float(stats.chi2.sf(q, len(v) - 1)))
         p = min(1.0, min(ps) * len(ps)) if ps else np.nan
-        rows[feat] = (len(g), int(g["same"].sum()), max(qs) if qs else np.nan, p, int(g["reversed"].sum()), len(qs))
+        rows[feat] = (len(g), int(g["same"].sum()), max(qs) if qs else np.nan, p, int(g["reversed"].sum()), len(qs),
+                      int(g["confirmed"].sum()))
     return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
 
 

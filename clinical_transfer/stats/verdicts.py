@@ -13,15 +13,20 @@ for an adjusted association (q_adj < α):
   at least as strongly as with the label;
 * ``unstable across splits`` — a robustness check ran and failed: an estimated confound stratum has
   the opposite sign, or a significant reversal, or significant heterogeneity (Cochran's Q, Bonferroni
-  over split variables), or the matched estimate disagrees (fewer than half of the matching draws have
-  the same sign and an overlapping 95% CI);
+  over split variables) unless the estimate is significant in the overall direction in *every* stratum
+  (one-sided p < α each: an intersection-union test), or the matched estimate disagrees (fewer than half of the matching draws have the same sign
+  and an overlapping 95% CI). Why the exception: Q detects a difference in *size*; a strong effect that
+  is larger in women than in men is heterogeneous at any sample size, yet it is replicated in each
+  stratum — a quantitative interaction (effect modification, noted as such), not the qualitative one
+  (a change of direction) that makes a finding unstable (Gail & Simon, Biometrics 1985);
 * ``adjusted correlate, robustness untested`` — nothing failed, but a check could not run: no split
   variable with ≥ 2 estimable strata (each needs ``min_stratum`` participants a side), no matched
   subset, or no permutation null;
 * ``adjusted correlate, not family-wise significant`` — every check ran and agreed, but the
   Freedman–Lane max-T family-wise p is ≥ α;
 * ``robust correlate`` — q_adj < α, ≥ 2 estimated strata in at least one split variable and every
-  estimated stratum with the same sign, no significant heterogeneity or reversal, the matched estimate
+  estimated stratum with the same sign, no significant reversal, no significant heterogeneity (or every
+  stratum significant in the same direction: the note then says the size differs), the matched estimate
   present and agreeing, not a nuisance hit, and p_fwe < α;
 
 otherwise:
@@ -74,6 +79,7 @@ def verdicts(df: pd.DataFrame, alpha: float, checks: FamilyChecks | None = None)
 
     q_adj, q_raw = col("q_adj"), col("q_raw")
     n_strata, same = col("n_strata"), col("n_strata_same_sign")
+    confirmed = col("n_strata_significant") if "n_strata_significant" in df.columns else np.zeros(len(df))
     het, rev = col("heterogeneity_p"), col("n_strata_reversed")
     n_vars = col("n_split_variables")
     agree = col("matched_agreement")
@@ -86,7 +92,8 @@ def verdicts(df: pd.DataFrame, alpha: float, checks: FamilyChecks | None = None)
     sig = q_adj < alpha
 
     split_ran = (n_vars >= 1) & (n_strata >= 2)
-    split_fail = split_ran & ((same < n_strata) | (het < alpha) | (rev > 0))
+    modified = split_ran & (het < alpha) & (confirmed == n_strata)  # size differs, direction confirmed in each
+    split_fail = split_ran & ((same < n_strata) | ((het < alpha) & ~modified) | (rev > 0))
     matched_ran = np.isfinite(agree)
     matched_fail = matched_ran & (agree < MATCHED_AGREEMENT)
     perm_ran = np.isfinite(p_fwe)
@@ -114,6 +121,8 @@ def verdicts(df: pd.DataFrame, alpha: float, checks: FamilyChecks | None = None)
     add(sig & split_fail & (same < n_strata), lambda i: f"{int(n_strata[i] - same[i])} of {int(n_strata[i])} strata "
         "with the opposite sign")
     add(sig & split_fail & (het < alpha), "heterogeneous across strata (Cochran's Q)")
+    add(sig & modified, lambda i: f"effect size differs across strata (Cochran's Q), significant in the same "
+        f"direction in all {int(n_strata[i])} (one-sided, each)")
     add(sig & matched_fail, lambda i: f"matched estimate agrees in {agree[i]:.0%} of matching draws")
     add(sig & ~split_ran, "robustness untested: " + (checks.splits or "no split variable with 2 strata of "
                                                       "enough participants a side"))
