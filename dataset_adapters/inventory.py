@@ -83,6 +83,14 @@ def inspect_too_long(path: str | Path, recording_type: str, audio_cfg: AudioChec
     return too_long_row(recording_type, declared, sha256_file(path), audio_cfg)
 
 
+def inspect_file(path: str | Path, recording_type: str, audio_cfg: AudioCheckConfig = AudioCheckConfig(),
+                 tag: bool = True, tagger_cfg: TaggerConfig = TaggerConfig()) -> dict:
+    """:func:`inspect` of a file on disk, which is read only when its header is not past
+    ``max_duration_s`` (else :func:`inspect_too_long`'s row: hashed by streaming, never held whole)."""
+    row = inspect_too_long(path, recording_type, audio_cfg)
+    return row if row is not None else inspect(Path(path).read_bytes(), recording_type, audio_cfg, tag, tagger_cfg)
+
+
 def too_long_row(recording_type: str, declared_s: float, sha256: str,
                  audio_cfg: AudioCheckConfig = AudioCheckConfig()) -> dict:
     """The inventory row of a recording whose header declares ``declared_s`` > ``max_duration_s``."""

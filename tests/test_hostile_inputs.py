@@ -441,3 +441,35 @@ def test_audio_of_people_missing_from_the_metadata_is_noted_in_both_layouts(tmp_
         assert got["participant_id"].nunique() == 23, name
         assert ("1 participant(s) with audio (extracted or in archives) are not in combined_data.csv (ignored)"
                 in adapter.notes), name
+
+
+def test_case7_every_adapter_reading_files_checks_the_header_before_reading(tmp_path, monkeypatch):
+    """COUGHVID, UK COVID-19 and the manifest adapter read a file only when its header is within the
+    maximum (shared ``inventory.inspect_file``): a too-long file is hashed by streaming, never read whole."""
+    import hashlib
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+
+    from clinical_transfer.audio import AudioCheckConfig
+    from dataset_adapters.inventory import inspect_file
+
+    long_wav, short_wav = tmp_path / "long.wav", tmp_path / "short.wav"
+    sf.write(long_wav, 0.1 * np.sin(np.arange(16000 * 5) / 7.0), 16000, subtype="PCM_16")
+    sf.write(short_wav, 0.1 * np.sin(np.arange(16000 * 2) / 7.0), 16000, subtype="PCM_16")
+    read = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or real_read(self))
+    cfg = AudioCheckConfig(max_duration_s=3.0)
+    row = inspect_file(long_wav, "counting-normal", cfg)
+    assert (row["status"], row["duration_s"]) == ("too_long", 5.0) and read == []
+    assert row["audio_sha256"] == hashlib.sha256(long_wav.open("rb").read()).hexdigest()
+    assert inspect_file(short_wav, "counting-normal", cfg)["status"] == "ok" and read == ["short.wav"]
+    read.clear()
+    pd.DataFrame({"path": ["long.wav", "short.wav"], "participant_id": ["p1", "p2"],
+                  "segment_type": ["counting-normal", "counting-normal"], "age": [30, 40],
+                  "sex": ["female", "male"]}).to_csv(tmp_path / "manifest.csv", index=False)
+    table = get_adapter("manifest", tmp_path / "manifest.csv", audio_check=cfg).recordings(progress=False)
+    assert table.set_index("participant_id")["status"].to_dict() == {"p1": "too_long", "p2": "ok"}
+    assert "long.wav" not in read and "short.wav" in read
