@@ -60,8 +60,9 @@ CHUNK_ROWS = 100_000
 CONFOUNDS = {"age": "a", "sex": "g", "country": "l_c", "english_proficiency": "ep", "returning_user": "rU"}
 
 
-def check_schema(columns: Iterable[str], n_rows: int) -> None:
-    """One line naming what makes a ``combined_data.csv`` unusable: a required column missing, no rows."""
+def check_schema(columns: Iterable[str], n_rows: int | None = None) -> None:
+    """One line naming what makes a ``combined_data.csv`` unusable: a required column missing, or no rows
+    (``n_rows`` 0; None: not known yet, the header alone is checked)."""
     columns = list(columns)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
@@ -71,7 +72,7 @@ def check_schema(columns: Iterable[str], n_rows: int) -> None:
             "use the combined_data.csv published with Coswara (36 columns starting id,a,covid_status; "
             "id = participant, a = age, g = sex)",
         )
-    if not n_rows:
+    if n_rows == 0:
         raise ClinicalTransferError("combined_data.csv lists no participants (a header only)",
                                     "use the combined_data.csv published with Coswara")
 
@@ -85,7 +86,7 @@ def normalise_metadata(raw: pd.DataFrame, allow_empty: bool = False) -> tuple[pd
     from that contrast, and counted in the notes). ``allow_empty``: ``raw`` is a selection of rows
     (participants with audio) that may be empty; the file itself was checked by :func:`check_schema`.
     """
-    check_schema(raw.columns, len(raw) or int(allow_empty))
+    check_schema(raw.columns, None if allow_empty else len(raw))
     notes: list[str] = []
     reserved = set(COLUMNS) | set(CONFOUNDS) | {"wave", "covid_positive"}
     clash = [c for c in raw.columns if c in reserved and c not in CONFOUNDS.values()]
@@ -154,8 +155,6 @@ def read_metadata_rows(path: Path, keep: set[str] | None = None) -> pd.DataFrame
         kept = [c if keep is None else c[c["id"].str.strip().isin(keep)] for c in chunks]
     except Exception as exc:
         raise ClinicalTransferError(f"cannot read {path}: {exc}", "check that it is an intact CSV file") from exc
-    if len(kept) == 1:
-        return kept[0]
     return pd.concat(kept, ignore_index=True) if kept else _read_csv(path)
 
 
@@ -249,10 +248,11 @@ class CoswaraAdapter:
         """The ``id`` column alone (the schema checked first): who is in the metadata, before any audio is
         read and without holding the other 35 columns of every person (1.5 million ids: ~0.3 GB)."""
         path = self.metadata_root / "combined_data.csv"
-        check_schema(_read_csv(path, nrows=0).columns, 1)
+        header = _read_csv(path, nrows=0).columns
+        check_schema(header)  # before usecols=["id"], which would fail on a file without it
         column = _read_csv(path, usecols=["id"])["id"]
         n_rows = len(column)
-        check_schema(REQUIRED_COLUMNS, n_rows)
+        check_schema(header, n_rows)
         ids = set(column.astype(str).str.strip())
         del column
         if len(ids) < n_rows:
