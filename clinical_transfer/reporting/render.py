@@ -250,7 +250,10 @@ def render_markdown(run, out: str | Path) -> Path:
         "pooled: prompted-task features can reflect the task, language or reading style.",
         "",
         "## Positive controls (age, sex)",
-        "Age and sex should give strong, stable overlays; they show the machinery works.",
+        "Age and sex should give strong, stable overlays; they show the machinery works. Their verdicts stop "
+        "below `robust correlate` by design (no permutation null is run for them); `unstable across splits` on a "
+        "control means a stratum disagrees in sign, or the size differs between strata without being significant "
+        "in each (an age effect in one sex only, for example); the overlay table's note says which.",
         "",
     ]
     pc = run.positive_controls()
