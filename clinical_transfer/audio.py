@@ -65,6 +65,8 @@ class AudioCheck:
     status: str
     reason: str
     measures: AudioMeasures | None = None
+    declared_s: float | None = None
+    """The header's duration, when the recording was judged ``too_long`` from it (not decoded)."""
 
 
 def _db(x: float) -> float:
@@ -232,13 +234,22 @@ def wav_declared_duration_s(head: bytes, size: int) -> float | None:
     return None
 
 
+def too_long(declared_s: float | None, cfg: AudioCheckConfig = AudioCheckConfig()) -> str | None:
+    """The ``too_long`` reason when a header's duration is past ``max_duration_s``, else None — the one
+    place that decides it, for decoded bytes, files on disk and archive members judged by their head."""
+    if declared_s is None or declared_s <= cfg.max_duration_s:
+        return None
+    return f"{declared_s:.0f} s > maximum {cfg.max_duration_s:g} s (not decoded)"
+
+
 def check(data: bytes | str | Path, cfg: AudioCheckConfig = AudioCheckConfig()) -> AudioCheck:
     """Validate one recording. Never raises for bad audio: the problem becomes the reason."""
     if isinstance(data, (bytes, bytearray)) and len(data) == 0:
         return AudioCheck("unreadable", "empty file (0 bytes)")
     declared = declared_duration_s(data)
-    if declared is not None and declared > cfg.max_duration_s:
-        return AudioCheck("too_long", f"{declared:.0f} s > maximum {cfg.max_duration_s:g} s (not decoded)")
+    reason = too_long(declared, cfg)
+    if reason:
+        return AudioCheck("too_long", reason, declared_s=declared)
     try:
         x, sr = decode(data)
     except Exception as exc:  # libsndfile reports corrupt/truncated files with many error types

@@ -26,6 +26,7 @@ from clinical_transfer.audio import (
     declared_duration_s,
     decode,
     to_mono,
+    too_long,
     wav_declared_duration_s,
 )
 from clinical_transfer.hashing import sha256_bytes, sha256_file
@@ -63,7 +64,7 @@ def inspect(
     if result.measures is not None:
         row.update({k: v for k, v in asdict(result.measures).items() if k in _MEASURES})
     elif result.status == "too_long":  # as for a file or an archive member judged by its first bytes
-        row["duration_s"] = declared_duration_s(data)
+        row["duration_s"] = result.declared_s
     if tag and result.status == "ok":
         x, sr = decode(data)
         y = to_mono(x)
@@ -78,7 +79,7 @@ def inspect_too_long(path: str | Path, recording_type: str, audio_cfg: AudioChec
     file into memory (streamed hash, header probe); None when it is not too long (inspect it as usual).
     Why: one 1-hour file must not raise the inventory's peak memory by its decoded size."""
     declared = declared_duration_s(path)
-    if declared is None or declared <= audio_cfg.max_duration_s:
+    if too_long(declared, audio_cfg) is None:
         return None
     return too_long_row(recording_type, declared, sha256_file(path), audio_cfg)
 
@@ -95,8 +96,8 @@ def too_long_row(recording_type: str, declared_s: float, sha256: str,
                  audio_cfg: AudioCheckConfig = AudioCheckConfig()) -> dict:
     """The inventory row of a recording whose header declares ``declared_s`` > ``max_duration_s``."""
     row = inspect(None, recording_type)
-    row.update(status="too_long", status_reason=f"{declared_s:.0f} s > maximum {audio_cfg.max_duration_s:g} s (not decoded)",
-               audio_sha256=sha256, duration_s=declared_s)
+    row.update(status="too_long", status_reason=too_long(declared_s, audio_cfg), audio_sha256=sha256,
+               duration_s=declared_s)
     return row
 
 
@@ -105,7 +106,7 @@ def screen_too_long(audio_cfg: AudioCheckConfig):
     member past ``max_duration_s`` (from its first bytes), else None (read it whole as usual)."""
     def screen(head: bytes, size: int) -> float | None:
         declared = wav_declared_duration_s(head, size)
-        return declared if declared is not None and declared > audio_cfg.max_duration_s else None
+        return declared if too_long(declared, audio_cfg) else None
     return screen
 
 

@@ -86,9 +86,9 @@ BLOCK_FRAMES = 2000
 _ONSET_FFT = 2048  # librosa's onset_strength defaults (n_fft 2048, 128 mel bands), computed in blocks
 
 
-def _frame_measures(y: np.ndarray, cfg_lo: int, cfg_hi: int) -> tuple[np.ndarray, ...]:
-    """Per 40 ms frame: energy, periodicity (autocorrelation peak at 70-400 Hz lags), spectral flatness and
-    a 40-band mel power spectrum, computed :data:`BLOCK_FRAMES` frames at a time."""
+def _frame_measures(y: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+    """Per 40 ms frame: energy, periodicity (autocorrelation peak at lags ``lo``..``hi`` samples), spectral
+    flatness and a 40-band mel power spectrum, computed :data:`BLOCK_FRAMES` frames at a time."""
     import librosa
 
     frames = librosa.util.frame(y, frame_length=_FRAME, hop_length=_HOP)  # a view: (frame, n)
@@ -105,11 +105,11 @@ def _frame_measures(y: np.ndarray, cfg_lo: int, cfg_hi: int) -> tuple[np.ndarray
         spec = np.fft.rfft(fr * window, n=2 * _FRAME, axis=0)
         ac = np.fft.irfft(np.abs(spec) ** 2, axis=0)[:_FRAME]
         ac = ac / np.maximum(ac[0], 1e-20)
-        ac = ac[:cfg_hi] / (w_ac[:cfg_hi, None] / w_ac[0])
+        ac = ac[:hi] / (w_ac[:hi, None] / w_ac[0])
         # Only peaks after the autocorrelation first turns negative count: low-passed noise decays
         # smoothly from lag 0 and must not look periodic.
         past_first_dip = np.maximum.accumulate(ac < 0, axis=0)
-        periodicity[a:b] = np.where(past_first_dip, ac, 0.0)[cfg_lo:cfg_hi].max(axis=0)
+        periodicity[a:b] = np.where(past_first_dip, ac, 0.0)[lo:hi].max(axis=0)
         power = np.abs(spec[:_FRAME // 2]) ** 2 + 1e-20
         mel[:, a:b] = librosa.feature.melspectrogram(S=power, sr=TAG_SAMPLE_RATE_HZ, n_mels=40)
         flat[a:b] = np.exp(np.mean(np.log(power), axis=0)) / np.mean(power, axis=0)
