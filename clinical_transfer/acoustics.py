@@ -35,8 +35,8 @@ DESCRIPTOR_GROUPS = (
                   "F1amplitude", "F2amplitude", "F3amplitude")),
     ("spectral balance", ("alphaRatio", "hammarberg", "slope", "spectralFlux")),
     ("cepstral", ("mfcc",)),
+    ("temporal", ("Segment", "PerSec", "Rate")),  # before loudness: the rate of loudness peaks is temporal
     ("loudness", ("loudness", "equivalentSoundLevel")),
-    ("temporal", ("Segment", "PerSec", "Rate")),
 )
 
 

@@ -26,7 +26,8 @@ import hashlib
 import io
 import json
 import tarfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from math import gcd
 from pathlib import Path
 
@@ -87,6 +88,11 @@ PLANTED = {
 }
 
 #: Fault injected -> (participant index, recording type). Indices are fixed so tests can find them.
+#: What ``st`` adds to a voice (relative jitter and shimmer, aspiration amplitude): the planted effect.
+ST_PLANT = {"jitter": 0.03, "shimmer": 0.2, "breathiness": 0.05}
+#: The recording types that carry the st plant (coughs and breaths are synthesised from a neutral voice).
+VOICED_TYPES = ("vowel-a", "vowel-e", "vowel-o", "counting-normal", "counting-fast")
+
 FAULTS = {
     "missing": (3, "vowel-o"),
     "silent": (5, "counting-fast"),
@@ -166,9 +172,9 @@ def _participant(i: int, cfg: DemoConfig, site: str = "a") -> _Person:
     voice = synth.Voice(
         f0_hz=float(f0),
         formant_scale=1.15 if female else 1.0,
-        jitter=0.004 + 0.0002 * (age - 18) + (0.03 if st else 0.0),
-        shimmer=0.03 + 0.002 * (age - 18) + (0.2 if st else 0.0),
-        breathiness=0.03 + 0.004 * (age - 18) + (0.05 if st else 0.0),
+        jitter=0.004 + 0.0002 * (age - 18) + (ST_PLANT["jitter"] if st else 0.0),
+        shimmer=0.03 + 0.002 * (age - 18) + (ST_PLANT["shimmer"] if st else 0.0),
+        breathiness=0.03 + 0.004 * (age - 18) + (ST_PLANT["breathiness"] if st else 0.0),
         **WAVES[wave],
     )
     folder_day = pd.Timestamp(wave)
@@ -218,6 +224,32 @@ def _recording_bytes(p: _Person, rtype: str, cfg: DemoConfig, i: int) -> bytes |
     if fault == "corrupt":
         return data[:40]  # the RIFF header is cut inside the fmt chunk: no decoder can read it
     return data
+
+
+def planted_pairs(cfg: DemoConfig) -> Iterator[tuple[int, str, np.ndarray, np.ndarray]]:
+    """For every st participant's voiced recording in the corpus: ``(participant index, type, as written,
+    without the plant)`` (the index is the generator's, i of :func:`_participant`; no corpus id).
+
+    Why: the demo's truth is known in the audio, not in a model's features; scoring these pairs measures
+    which features the plant moves. Both waveforms come from the same random streams (only the jitter,
+    shimmer and aspiration amplitudes differ) and go through the corpus's 16-bit WAV round trip, so the
+    counterfactual is exactly the recording a participant without st and otherwise the same would have
+    made. That includes level: the synthesiser peak-normalises, so the plant's rougher voice also comes out
+    1-2 dB quieter (RMS), which is part of the plant as the corpus has it (matching RMS was tried: it made
+    clean voices at an unnatural level, and features reacting to that, not to the plant, came out on top).
+    Fault recordings (missing, silent, corrupt, 44.1 kHz) are skipped: they are not in the corpus as made.
+    """
+    faults = set(FAULTS.values()) if cfg.faults else set()
+    for i in range(cfg.n_participants):
+        p = _participant(i, cfg)
+        if not p.st:
+            continue
+        v = p.voice
+        off = replace(p, voice=replace(v, **{k: getattr(v, k) - d for k, d in ST_PLANT.items()}))
+        for rtype in VOICED_TYPES:
+            if (i, rtype) not in faults:
+                yield i, rtype, *(sf.read(io.BytesIO(_wav_bytes(_synthesise(q, rtype, cfg, i), cfg.sample_rate_hz)),
+                                       dtype="float32")[0] for q in (p, off))
 
 
 def _combined_row(p: _Person, rng: np.random.Generator) -> dict:

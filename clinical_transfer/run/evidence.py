@@ -33,6 +33,8 @@ from clinical_transfer.stats.verdicts import NO_NUMBERS
 
 NUISANCE = ("duration_s", "rms_dbfs", "silence_fraction")
 TOP_K = 5
+TIE_ALPHA = 0.05
+"""A descriptor whose |partial rho| differs from the top one's with p >= this is tied with it."""
 _ROW_KEYS = ("verdict", "note", "beta_adj", "q_adj", "q_run", "p_fwe", "auroc", "auroc_low", "auroc_high",
              "auroc_adj", "matched_agreement", "replicated", "stability", "feature_label")
 
@@ -70,7 +72,7 @@ def descriptor_associations(v: np.ndarray, descriptors: pd.DataFrame, controls: 
     base = np.isfinite(v) & np.isfinite(C).all(axis=1)
     X = descriptors.to_numpy(dtype=float)
     finite = np.isfinite(X)
-    rows = []
+    rows, passes = [], []
     full = (finite | ~base[:, None]).all(axis=0)  # columns whose missing values are all outside ``base``
     groups = [(np.flatnonzero(full), base)] + [([j], base & finite[:, j]) for j in np.flatnonzero(~full)]
     for cols, ok in groups:
@@ -84,7 +86,9 @@ def descriptor_associations(v: np.ndarray, descriptors: pd.DataFrame, controls: 
         rv = stats.rankdata(v[ok])
         R = stats.rankdata(Xs, axis=0)
         rho = _column_corr(rv, R)
-        partial = _column_corr(rv - Q @ (Q.T @ rv), R - Q @ (Q.T @ R)) if n - 3 - q > 0 else np.full(len(cols), np.nan)
+        R_res = R - Q @ (Q.T @ R)
+        partial = _column_corr(rv - Q @ (Q.T @ rv), R_res) if n - 3 - q > 0 else np.full(len(cols), np.nan)
+        passes.append((R_res, n - q))
         for k, j in enumerate(cols):
             if sd[k] == 0:
                 continue
@@ -92,9 +96,52 @@ def descriptor_associations(v: np.ndarray, descriptors: pd.DataFrame, controls: 
             lo, hi = _spearman_ci(partial[k], n, q)
             rows.append({"descriptor": name.removeprefix("egemaps_"), "group": descriptor_group(name),
                          "partial_spearman_rho": _clean(partial[k]), "ci_low": _clean(lo), "ci_high": _clean(hi),
-                         "spearman_rho": _clean(rho[k]), "n_controls": q, "n_participants": n})
+                         "spearman_rho": _clean(rho[k]), "n_controls": q, "n_participants": n,
+                         "_pass": len(passes) - 1, "_col": k})
     rows.sort(key=lambda r: (-abs(r["partial_spearman_rho"] or 0), r["descriptor"]))
+    _mark_ties(rows, passes)
     return rows
+
+
+def williams_p(r12: np.ndarray, r13: np.ndarray, r23: np.ndarray, n: np.ndarray | float) -> np.ndarray:
+    """Two-sided p of H0: rho12 == rho13 for two correlations sharing variable 1 (Williams' t as
+    recommended by Steiger 1980, eq. 7; df = n - 3), vectorised."""
+    r12, r13, r23 = (np.asarray(a, dtype=float) for a in (r12, r13, r23))
+    det = np.clip(1 - r12**2 - r13**2 - r23**2 + 2 * r12 * r13 * r23, 0.0, None)
+    rbar = (r12 + r13) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (r12 - r13) * np.sqrt((n - 1) * (1 + r23) / (2 * (n - 1) / (n - 3) * det + rbar**2 * (1 - r23) ** 3))
+    return np.where(np.isfinite(t), 2 * stats.t.sf(np.abs(t), np.asarray(n, dtype=float) - 3), np.where(r12 == r13, 1.0, 0.0))
+
+
+def _mark_ties(rows: list[dict], passes: list[tuple[np.ndarray, int]]) -> None:
+    """Which descriptors are statistically indistinguishable from the top one (``tied_with_top``).
+
+    Why: eGeMAPS descriptors are strongly inter-correlated, and a large effect (the demo's voice-quality
+    plant separates its positives on dozens of descriptors at |rho| ~0.9) moves many of them together,
+    so the order of the top few by point estimate is often noise (0.70 vs 0.68). Each descriptor's
+    |partial rho| is compared with the top one's by Williams' t for dependent correlations (the two share
+    the feature; their own correlation is that of the residualised ranks), df = n - 3 - controls; p >= 0.05
+    is a tie. Descriptors from another complete-case pass (other missing values) are not compared (None).
+    """
+    if not rows or rows[0]["partial_spearman_rho"] is None:
+        for r in rows:
+            r.pop("_pass"), r.pop("_col")
+            r["p_vs_top"] = r["tied_with_top"] = None
+        return
+    top = rows[0]
+    top_pass = top["_pass"]
+    R_res, n_eff = passes[top_pass]
+    b = R_res[:, top["_col"]]
+    r12 = abs(top["partial_spearman_rho"])
+    for r in rows:
+        same, col = r.pop("_pass") == top_pass, r.pop("_col")
+        if not same or r["partial_spearman_rho"] is None:
+            r["p_vs_top"] = r["tied_with_top"] = None
+            continue
+        r23 = float(_column_corr(b, R_res[:, [col]])[0]) * np.sign(top["partial_spearman_rho"]) * np.sign(r["partial_spearman_rho"])
+        p = float(williams_p(r12, abs(r["partial_spearman_rho"]), r23, n_eff)) if r is not top else 1.0
+        r["p_vs_top"], r["tied_with_top"] = _clean(p), bool(p >= TIE_ALPHA)
 
 
 def _column_corr(a: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -106,12 +153,17 @@ def _column_corr(a: np.ndarray, B: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a @ B) / den, np.nan)
 
 
-def select_features(target: pd.DataFrame, top_k: int = TOP_K) -> pd.DataFrame:
-    """Robust correlates plus the top-k adjusted associations of each family (by p_adj)."""
+def select_features(target: pd.DataFrame, top_k: int = TOP_K, planted: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Robust correlates plus the top-k adjusted associations of each family (by p_adj), plus the planted
+    features of a synthetic corpus (``planted``: the probe's rows with ``planted`` true), whatever their verdict."""
     live = target[~target["verdict"].isin(NO_NUMBERS) & target["p_adj"].notna()]
     robust = live[live["verdict"] == "robust correlate"]
     top = live.sort_values("p_adj", kind="stable").groupby("segment_group", sort=False).head(top_k)
-    return pd.concat([robust, top]).drop_duplicates(["segment_group", "feature"])
+    parts = [robust, top]
+    if planted is not None:
+        keys = planted.loc[planted["planted"], ["segment_group", "feature"]]
+        parts.append(target.merge(keys, on=["segment_group", "feature"]))
+    return pd.concat(parts).drop_duplicates(["segment_group", "feature"])
 
 
 def packet(row: pd.Series, spec: LabelSpec, features: pd.DataFrame, meta: pd.DataFrame,
@@ -165,6 +217,7 @@ def packet(row: pd.Series, spec: LabelSpec, features: pd.DataFrame, meta: pd.Dat
         out["acoustic_descriptors_top5"] = rows[:TOP_K]
         out["acoustic_descriptors_controls"] = present
         out["acoustic_groups"] = strongest_by_group(rows)
+        out["acoustic_leading_groups"] = leading_groups(rows)
     else:
         out["acoustic_descriptors_top5"] = "not computed (eGeMAPS descriptors were not extracted in this run)"
     nuis = {}
@@ -191,6 +244,12 @@ def strongest_by_group(rows: list[dict]) -> list[dict]:
     return out
 
 
+def leading_groups(rows: list[dict]) -> list[str]:
+    """The eGeMAPS groups with a descriptor tied with the top one (in order of their best |partial rho|):
+    what a reader can say the feature tracks, when the top few descriptors cannot be told apart."""
+    return list(dict.fromkeys(r["group"] for r in rows if r.get("tied_with_top")))
+
+
 def _top_text(top) -> str:
     if not isinstance(top, list) or not top or top[0]["partial_spearman_rho"] is None:
         return "—"
@@ -199,22 +258,32 @@ def _top_text(top) -> str:
 
 def write_evidence(overlays: dict, specs: dict[str, LabelSpec], features: pd.DataFrame, meta: pd.DataFrame,
                    descriptors: pd.DataFrame | None, decoder_norms: np.ndarray | None, out: Path,
-                   min_cell: int, confounds: list[str] = ()) -> dict[str, pd.DataFrame]:
+                   min_cell: int, confounds: list[str] = (), planted: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Write ``evidence/<label>/<group>/<feature>.json`` for every label; returns what was written per label
-    (segment group, feature, verdict, top descriptor) for the report."""
+    (segment group, feature, verdict, top descriptor, groups tied at the top) for the report. ``planted`` is
+    the demo's planted-truth probe (:mod:`clinical_transfer.run.planted`): its planted features get packets
+    too, and every packet of its label carries its ``planted_z``."""
     index = {}
     features = features.set_index("recording_id")
     descriptors = None if descriptors is None else descriptors.set_index("recording_id")
     for label, spec in specs.items():
         table = overlays[label].overlay
         target = table[table["role"] == "target"]
-        chosen = select_features(target)
+        probe = None if planted is None else planted[planted["label"] == label]
+        probe = probe if probe is not None and len(probe) else None
+        z = {} if probe is None else probe.set_index(["segment_group", "feature"])["planted_z"].to_dict()
+        chosen = select_features(target, planted=probe)
         rows = []
         for _, row in chosen.iterrows():
             p = packet(row, spec, features, meta, descriptors, decoder_norms, min_cell, list(confounds))
+            key = (row["segment_group"], row["feature"])
+            if probe is not None:
+                p["planted_z"] = _clean(z.get(key, np.nan))
             guardrails.write_json(p, out / "evidence" / label / row["segment_group"] / f"{row['feature']}.json")
             top = p["acoustic_descriptors_top5"]
             rows.append({"segment_group": row["segment_group"], "feature": row["feature"], "verdict": row["verdict"],
-                         "top descriptor (partial Spearman rho)": _top_text(top)})
+                         **({"planted_z": p["planted_z"]} if probe is not None else {}),
+                         "top descriptor (partial Spearman rho)": _top_text(top),
+                         "groups tied at the top": ", ".join(p.get("acoustic_leading_groups", [])) or "—"})
         index[label] = pd.DataFrame(rows)
     return index

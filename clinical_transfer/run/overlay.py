@@ -25,6 +25,8 @@ from clinical_transfer.run.evidence import write_evidence
 from clinical_transfer.run.fit_sae import fit_corpus_sae
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
+from clinical_transfer.run.planted import LABEL as PLANTED_LABEL
+from clinical_transfer.run.planted import demo_config, planted_response
 from clinical_transfer.run.ray_engine import score_corpus
 from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunResult
 from clinical_transfer.run.top_frames import write_top_frames
@@ -210,13 +212,16 @@ def run_overlay(cfg: RunConfig, out: Path, progress: bool = True, corpus_note: s
         labels = list(result.overlays)
         for lab_col, table in zip(labels, add_run_q(*(result.overlays[c].overlay for c in labels))):
             result.overlays[lab_col].overlay = table
-    for stale in ("overlays", "figures", "evidence"):  # a reused output folder keeps nothing of an earlier run
+    for stale in ("overlays", "figures", "evidence", "planted"):  # a reused output folder keeps nothing of an earlier run
         if (out / stale).is_dir():
             shutil.rmtree(out / stale)
     if a.evidence:
         norms = None if descriptor_run else models.sae.W_dec.detach().norm(dim=1).numpy()
+        if demo is not None and not descriptor_run and PLANTED_LABEL in specs:  # the plant's features, measured
+            result.planted = planted_response(demo_config(demo), models.encoder, models.sae, features, meta, progress)
+            guardrails.write_table(result.planted, out / "planted" / PLANTED_LABEL)
         result.evidence = write_evidence(result.overlays, specs, features, add_age_band(meta), descriptors, norms,
-                                         out, cfg.guardrails.min_cell, list(a.confounds))
+                                         out, cfg.guardrails.min_cell, list(a.confounds), result.planted)
         if not descriptor_run and a.top_frames:
             result.top_frames = write_top_frames(result.evidence, features, meta, recordings, cfg.guardrails.salt,
                                                  models.encoder, models.sae, inv.adapter.read_sources, out,

@@ -63,6 +63,8 @@ class RunResult:
     """Seed stability of every SAE feature (an array; None when only one seed exists)."""
     evidence: dict = field(default_factory=dict)
     """Per label, the evidence packets written (segment group, feature, verdict, top descriptor)."""
+    planted: Any = None
+    """Demo only: the planted-truth probe (per segment group x feature, how far the st plant moves it)."""
     top_frames: dict = field(default_factory=dict)
     """Counts of the top-activating frame search (features located, demo thumbnails drawn)."""
     corpus: dict = field(default_factory=dict)
