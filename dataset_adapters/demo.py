@@ -226,9 +226,19 @@ def _recording_bytes(p: _Person, rtype: str, cfg: DemoConfig, i: int) -> bytes |
     return data
 
 
-def planted_pairs(cfg: DemoConfig) -> Iterator[tuple[int, str, np.ndarray, np.ndarray]]:
-    """For every st participant's voiced recording in the corpus: ``(participant index, type, as written,
-    without the plant)`` (the index is the generator's, i of :func:`_participant`; no corpus id).
+def planted_keys(cfg: DemoConfig, types: tuple[str, ...] = VOICED_TYPES) -> list[tuple[int, str]]:
+    """``(participant index, recording type)`` of every st participant's recording of ``types`` that the corpus
+    holds (fault recordings — missing, silent, corrupt, 44.1 kHz — are not in it as made): what
+    :func:`planted_pairs` yields, in its order, without synthesising anything."""
+    faults = set(FAULTS.values()) if cfg.faults else set()
+    people = [i for i in range(cfg.n_participants) if _participant(i, cfg).st]
+    return [(i, t) for i in people for t in types if t in VOICED_TYPES and (i, t) not in faults]
+
+
+def planted_pairs(cfg: DemoConfig, types: tuple[str, ...] = VOICED_TYPES) -> Iterator[tuple[int, str, np.ndarray, np.ndarray]]:
+    """For every st participant's voiced recording in the corpus (:func:`planted_keys`): ``(participant
+    index, type, as written, without the plant)`` (the index is the generator's, i of
+    :func:`_participant`; no corpus id).
 
     Why: the demo's truth is known in the audio, not in a model's features; scoring these pairs measures
     which features the plant moves. Both waveforms come from the same random streams (only the jitter,
@@ -237,19 +247,16 @@ def planted_pairs(cfg: DemoConfig) -> Iterator[tuple[int, str, np.ndarray, np.nd
     made. That includes level: the synthesiser peak-normalises, so the plant's rougher voice also comes out
     1-2 dB quieter (RMS), which is part of the plant as the corpus has it (matching RMS was tried: it made
     clean voices at an unnatural level, and features reacting to that, not to the plant, came out on top).
-    Fault recordings (missing, silent, corrupt, 44.1 kHz) are skipped: they are not in the corpus as made.
     """
-    faults = set(FAULTS.values()) if cfg.faults else set()
-    for i in range(cfg.n_participants):
-        p = _participant(i, cfg)
-        if not p.st:
-            continue
-        v = p.voice
-        off = replace(p, voice=replace(v, **{k: getattr(v, k) - d for k, d in ST_PLANT.items()}))
-        for rtype in VOICED_TYPES:
-            if (i, rtype) not in faults:
-                yield i, rtype, *(sf.read(io.BytesIO(_wav_bytes(_synthesise(q, rtype, cfg, i), cfg.sample_rate_hz)),
-                                       dtype="float32")[0] for q in (p, off))
+    person = None
+    for i, rtype in planted_keys(cfg, types):
+        if person is None or person[0] != i:
+            p = _participant(i, cfg)
+            v = p.voice
+            person = (i, p, replace(p, voice=replace(v, **{k: getattr(v, k) - d for k, d in ST_PLANT.items()})))
+        _, p, off = person
+        yield i, rtype, *(sf.read(io.BytesIO(_wav_bytes(_synthesise(q, rtype, cfg, i), cfg.sample_rate_hz)),
+                                  dtype="float32")[0] for q in (p, off))
 
 
 def _combined_row(p: _Person, rng: np.random.Generator) -> dict:

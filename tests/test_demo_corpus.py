@@ -83,3 +83,25 @@ def test_unknown_layout_is_an_error(tmp_path):
 
     with pytest.raises(ClinicalTransferError, match="unknown demo layout 'zip'"):
         write_demo_corpus(tmp_path, DemoConfig(layout="zip"), progress=False)
+
+
+def test_planted_pairs_are_the_corpus_audio_and_the_same_voice_without_the_plant(demo_small, demo_small_recordings):
+    """The planted-truth probe's pairs: 'on' is the corpus's own decoded WAV, sample for sample; 'off' has the
+    same length and differs; only st participants' voiced, non-fault recordings appear, in planted_keys order."""
+    import numpy as np
+    import soundfile as sf
+
+    from dataset_adapters.demo import VOICED_TYPES, planted_keys, planted_pairs
+
+    cfg = DemoConfig(n_participants=24)
+    keys = planted_keys(cfg)
+    st = {i for i in range(24) if _participant(i, cfg).st}
+    assert {i for i, _ in keys} == st and len(st) >= 3
+    assert all(t in VOICED_TYPES and (i, t) not in FAULTS.values() for i, t in keys)
+    assert len(keys) == 5 * len(st) - sum(i in st and t in VOICED_TYPES for i, t in FAULTS.values())
+    rec = demo_small_recordings.set_index("recording_id")
+    for (i, rtype, on, off), key in zip(planted_pairs(cfg), keys[:6]):
+        assert (i, rtype) == key
+        stored, sr = sf.read(rec.loc[f"{_participant(i, cfg).pid}_{rtype}", "source"], dtype="float32")
+        assert sr == cfg.sample_rate_hz and np.array_equal(on, stored)
+        assert off.shape == on.shape and np.abs(off - on).max() > 0.01

@@ -23,7 +23,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from clinical_transfer.scoring import score_host
-from dataset_adapters.demo import DemoConfig, planted_pairs
+from dataset_adapters.demo import VOICED_TYPES, DemoConfig, planted_keys, planted_pairs
 from dataset_adapters.segments import segment_of
 
 PLANTED_Z = 1.0
@@ -75,11 +75,10 @@ def planted_response(cfg: DemoConfig, encoder, sae, features: pd.DataFrame, meta
             deltas.setdefault(segment_of(rtype).segment_group, {}).setdefault(i, []).append(on - off)
         batch.clear()
 
-    analysed = set(meta["segment_group"])
-    for item in tqdm(planted_pairs(cfg), desc="planted-truth probe (st on/off pairs)", unit="pair",
-                     disable=not progress):
-        if segment_of(item[1]).segment_group not in analysed:  # a group the run does not analyse
-            continue
+    analysed = set(meta["segment_group"])  # a group the run does not analyse is not probed
+    types = tuple(t for t in VOICED_TYPES if segment_of(t).segment_group in analysed)
+    for item in tqdm(planted_pairs(cfg, types), total=len(planted_keys(cfg, types)),
+                     desc="planted-truth probe (st on/off pairs)", unit="pair", disable=not progress):
         batch.append(item)
         if len(batch) == BATCH:
             flush()
