@@ -103,14 +103,20 @@ def descriptor_associations(v: np.ndarray, descriptors: pd.DataFrame, controls: 
     return rows
 
 
-def williams_p(r12: np.ndarray, r13: np.ndarray, r23: np.ndarray, n: np.ndarray | float) -> np.ndarray:
+def williams_p(r12: np.ndarray, r13: np.ndarray, r23: np.ndarray, n: np.ndarray | float,
+               spearman: bool = False) -> np.ndarray:
     """Two-sided p of H0: rho12 == rho13 for two correlations sharing variable 1 (Williams' t as
-    recommended by Steiger 1980, eq. 7; df = n - 3), vectorised."""
+    recommended by Steiger 1980, eq. 7; df = n - 3), vectorised.
+
+    ``spearman``: the correlations are of ranks; t is divided by 1.06, the Fieller, Hartley & Pearson
+    (1957) factor the packets' CIs use. Why: simulated on ranks of normal data (n 40-160), the plain t
+    rejected a true tie 5.1-7.8% of the time (most at rho 0.8, descriptors 0.9 apart); divided, 3.7-6.3%."""
     r12, r13, r23 = (np.asarray(a, dtype=float) for a in (r12, r13, r23))
     det = np.clip(1 - r12**2 - r13**2 - r23**2 + 2 * r12 * r13 * r23, 0.0, None)
     rbar = (r12 + r13) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (r12 - r13) * np.sqrt((n - 1) * (1 + r23) / (2 * (n - 1) / (n - 3) * det + rbar**2 * (1 - r23) ** 3))
+        t = t / 1.06 if spearman else t
     return np.where(np.isfinite(t), 2 * stats.t.sf(np.abs(t), np.asarray(n, dtype=float) - 3), np.where(r12 == r13, 1.0, 0.0))
 
 
@@ -121,12 +127,13 @@ def _mark_ties(rows: list[dict], passes: list[tuple[np.ndarray, int]]) -> None:
     plant separates its positives on dozens of descriptors at |rho| ~0.9) moves many of them together,
     so the order of the top few by point estimate is often noise (0.70 vs 0.68). Each descriptor's
     |partial rho| is compared with the top one's by Williams' t for dependent correlations (the two share
-    the feature; their own correlation is that of the residualised ranks), df = n - 3 - controls; p >= 0.05
+    the feature; their own correlation is that of the residualised ranks; the rank factor 1.06 of
+    :func:`williams_p`), df = n - 3 - controls; p >= 0.05
     is a tie. Descriptors from another complete-case pass (other missing values) are not compared (None).
     """
     if not rows or rows[0]["partial_spearman_rho"] is None:
         for r in rows:
-            r.pop("_pass"), r.pop("_col")
+            del r["_pass"], r["_col"]
             r["p_vs_top"] = r["tied_with_top"] = None
         return
     top = rows[0]
@@ -140,7 +147,7 @@ def _mark_ties(rows: list[dict], passes: list[tuple[np.ndarray, int]]) -> None:
             r["p_vs_top"] = r["tied_with_top"] = None
             continue
         r23 = float(_column_corr(b, R_res[:, [col]])[0]) * np.sign(top["partial_spearman_rho"]) * np.sign(r["partial_spearman_rho"])
-        p = float(williams_p(r12, abs(r["partial_spearman_rho"]), r23, n_eff)) if r is not top else 1.0
+        p = float(williams_p(r12, abs(r["partial_spearman_rho"]), r23, n_eff, spearman=True)) if r is not top else 1.0
         r["p_vs_top"], r["tied_with_top"] = _clean(p), bool(p >= TIE_ALPHA)
 
 
