@@ -28,7 +28,9 @@ import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from itertools import groupby
 from math import gcd
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,7 @@ from tqdm.auto import tqdm
 
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import synth
-from dataset_adapters.segments import COSWARA_TYPES
+from dataset_adapters.segments import COSWARA_TYPES, segment_of
 
 #: The 36 columns of Coswara's combined_data.csv, in the published order.
 COMBINED_COLUMNS = (
@@ -87,12 +89,13 @@ PLANTED = {
     "covid_status": {"kind": "confounded", "confounds": ("wave",), "groups": ()},
 }
 
-#: Fault injected -> (participant index, recording type). Indices are fixed so tests can find them.
 #: What ``st`` adds to a voice (relative jitter and shimmer, aspiration amplitude): the planted effect.
 ST_PLANT = {"jitter": 0.03, "shimmer": 0.2, "breathiness": 0.05}
-#: The recording types that carry the st plant (coughs and breaths are synthesised from a neutral voice).
-VOICED_TYPES = ("vowel-a", "vowel-e", "vowel-o", "counting-normal", "counting-fast")
+#: The recording types that carry the st plant: those of its planted groups (coughs and breaths are
+#: synthesised from a neutral voice).
+VOICED_TYPES = tuple(t for t in COSWARA_TYPES if segment_of(t).segment_group in PLANTED["st"]["groups"])
 
+#: Fault injected -> (participant index, recording type). Indices are fixed so tests can find them.
 FAULTS = {
     "missing": (3, "vowel-o"),
     "silent": (5, "counting-fast"),
@@ -228,17 +231,16 @@ def _recording_bytes(p: _Person, rtype: str, cfg: DemoConfig, i: int) -> bytes |
 
 def planted_keys(cfg: DemoConfig, types: tuple[str, ...] = VOICED_TYPES) -> list[tuple[int, str]]:
     """``(participant index, recording type)`` of every st participant's recording of ``types`` that the corpus
-    holds (fault recordings — missing, silent, corrupt, 44.1 kHz — are not in it as made): what
-    :func:`planted_pairs` yields, in its order, without synthesising anything."""
+    holds (fault recordings — missing, silent, corrupt, 44.1 kHz — are not in it as made), participant by
+    participant: what :func:`planted_pairs` synthesises, listed without synthesising anything."""
     faults = set(FAULTS.values()) if cfg.faults else set()
     people = [i for i in range(cfg.n_participants) if _participant(i, cfg).st]
     return [(i, t) for i in people for t in types if t in VOICED_TYPES and (i, t) not in faults]
 
 
-def planted_pairs(cfg: DemoConfig, types: tuple[str, ...] = VOICED_TYPES) -> Iterator[tuple[int, str, np.ndarray, np.ndarray]]:
-    """For every st participant's voiced recording in the corpus (:func:`planted_keys`): ``(participant
-    index, type, as written, without the plant)`` (the index is the generator's, i of
-    :func:`_participant`; no corpus id).
+def planted_pairs(cfg: DemoConfig, keys: list[tuple[int, str]]) -> Iterator[tuple[int, str, np.ndarray, np.ndarray]]:
+    """For each of ``keys`` (:func:`planted_keys`): ``(participant index, type, as written, without the
+    plant)`` (the index is the generator's, i of :func:`_participant`; no corpus id).
 
     Why: the demo's truth is known in the audio, not in a model's features; scoring these pairs measures
     which features the plant moves. Both waveforms come from the same random streams (only the jitter,
@@ -248,15 +250,12 @@ def planted_pairs(cfg: DemoConfig, types: tuple[str, ...] = VOICED_TYPES) -> Ite
     1-2 dB quieter (RMS), which is part of the plant as the corpus has it (matching RMS was tried: it made
     clean voices at an unnatural level, and features reacting to that, not to the plant, came out on top).
     """
-    person = None
-    for i, rtype in planted_keys(cfg, types):
-        if person is None or person[0] != i:
-            p = _participant(i, cfg)
-            v = p.voice
-            person = (i, p, replace(p, voice=replace(v, **{k: getattr(v, k) - d for k, d in ST_PLANT.items()})))
-        _, p, off = person
-        yield i, rtype, *(sf.read(io.BytesIO(_wav_bytes(_synthesise(q, rtype, cfg, i), cfg.sample_rate_hz)),
-                                  dtype="float32")[0] for q in (p, off))
+    for i, own in groupby(keys, key=itemgetter(0)):
+        p = _participant(i, cfg)
+        off = replace(p, voice=replace(p.voice, **{k: getattr(p.voice, k) - d for k, d in ST_PLANT.items()}))
+        for _, rtype in own:
+            yield i, rtype, *(sf.read(io.BytesIO(_wav_bytes(_synthesise(q, rtype, cfg, i), cfg.sample_rate_hz)),
+                                      dtype="float32")[0] for q in (p, off))
 
 
 def _combined_row(p: _Person, rng: np.random.Generator) -> dict:

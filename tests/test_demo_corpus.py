@@ -100,7 +100,7 @@ def test_planted_pairs_are_the_corpus_audio_and_the_same_voice_without_the_plant
     assert all(t in VOICED_TYPES and (i, t) not in FAULTS.values() for i, t in keys)
     assert len(keys) == 5 * len(st) - sum(i in st and t in VOICED_TYPES for i, t in FAULTS.values())
     rec = demo_small_recordings.set_index("recording_id")
-    for (i, rtype, on, off), key in zip(planted_pairs(cfg), keys[:6]):
+    for (i, rtype, on, off), key in zip(planted_pairs(cfg, keys[:6]), keys[:6]):
         assert (i, rtype) == key
         stored, sr = sf.read(rec.loc[f"{_participant(i, cfg).pid}_{rtype}", "source"], dtype="float32")
         assert sr == cfg.sample_rate_hz and np.array_equal(on, stored)

@@ -26,7 +26,7 @@ from clinical_transfer.run.fit_sae import fit_corpus_sae
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
 from clinical_transfer.run.planted import LABEL as PLANTED_LABEL
-from clinical_transfer.run.planted import demo_config, planted_response
+from clinical_transfer.run.planted import planted_response
 from clinical_transfer.run.ray_engine import score_corpus
 from clinical_transfer.run.result import InventorySummary, ModelIdentity, RunResult
 from clinical_transfer.run.top_frames import write_top_frames
@@ -38,6 +38,7 @@ from clinical_transfer.stats.design import add_age_band
 from clinical_transfer.stats.overlay import add_run_q
 from clinical_transfer.store import ScoreStore
 from dataset_adapters import adapter_entry
+from dataset_adapters.demo import DemoConfig
 
 #: Columns the positive controls and split variables may read beside the configured labels/confounds.
 _CONTROL_COLUMNS = ["age", "sex", "wave"]
@@ -246,3 +247,8 @@ def _acoustic_confounds(descriptors: pd.DataFrame, meta: pd.DataFrame, k: int) -
 def demo_spec(cfg: RunConfig) -> dict:
     """The demo corpus spec and its public salt, as recorded in a demo run's manifest."""
     return {**asdict(cfg.demo), "salt": cfg.guardrails.salt}  # a synthetic corpus: nothing to protect
+
+
+def demo_config(spec: dict) -> DemoConfig:
+    """The :class:`DemoConfig` of a recorded :func:`demo_spec` (its salt set aside)."""
+    return DemoConfig(**{k: v for k, v in spec.items() if k != "salt"})

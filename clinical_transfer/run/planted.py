@@ -38,12 +38,6 @@ COLUMNS = ["label", "segment_group", "feature", "planted_delta", "planted_z", "p
            "n_participants", "n_pairs"]
 
 
-def demo_config(spec: dict) -> DemoConfig:
-    """The :class:`DemoConfig` of a run's recorded demo spec (which also holds the salt and generator)."""
-    fields = DemoConfig.__dataclass_fields__
-    return DemoConfig(**{k: v for k, v in spec.items() if k in fields})
-
-
 def planted_response(cfg: DemoConfig, encoder, sae, features: pd.DataFrame, meta: pd.DataFrame,
                      progress: bool = True) -> pd.DataFrame:
     """Per segment group x feature: ``planted_delta`` (mean on - off activation over st participants, each
@@ -77,8 +71,9 @@ def planted_response(cfg: DemoConfig, encoder, sae, features: pd.DataFrame, meta
 
     analysed = set(meta["segment_group"])  # a group the run does not analyse is not probed
     types = tuple(t for t in VOICED_TYPES if segment_of(t).segment_group in analysed)
-    for item in tqdm(planted_pairs(cfg, types), total=len(planted_keys(cfg, types)),
-                     desc="planted-truth probe (st on/off pairs)", unit="pair", disable=not progress):
+    keys = planted_keys(cfg, types)
+    for item in tqdm(planted_pairs(cfg, keys), total=len(keys), desc="planted-truth probe (st on/off pairs)",
+                     unit="pair", disable=not progress):
         batch.append(item)
         if len(batch) == BATCH:
             flush()

@@ -14,8 +14,8 @@ from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.hashing import salt_digest
 from clinical_transfer.reporting.freeze import compare, freeze
 from clinical_transfer.run.config import RunConfig, build, validate
-from clinical_transfer.run.overlay import run_overlay
-from dataset_adapters.demo import DemoConfig, write_demo_corpus
+from clinical_transfer.run.overlay import demo_config, run_overlay
+from dataset_adapters.demo import write_demo_corpus
 
 
 def regenerate(frozen: str | Path, work: str | Path | None = None, progress: bool = False,
@@ -35,8 +35,7 @@ def regenerate(frozen: str | Path, work: str | Path | None = None, progress: boo
                                     "pass --salt with the salt the run used")
     cfg.guardrails.salt = salt
     if m.get("demo"):
-        spec = {k: v for k, v in m["demo"].items() if k != "salt"}
-        cfg.dataset.data_root = str(write_demo_corpus(work / "corpus", DemoConfig(**spec), progress=progress))
+        cfg.dataset.data_root = str(write_demo_corpus(work / "corpus", demo_config(m["demo"]), progress=progress))
     elif not Path(cfg.dataset.data_root).is_dir():
         raise ClinicalTransferError(f"the frozen run's corpus {cfg.dataset.data_root} is not here",
                                     "place the corpus there (or edit data_root in MANIFEST.json) and run again")
