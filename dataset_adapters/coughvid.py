@@ -48,7 +48,7 @@ from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.taxonomy import EXCLUDED
 from dataset_adapters import archive
 from dataset_adapters.base import normalise_demographics
-from dataset_adapters.inventory import finish_table, inspect, inspect_file, unvalidated
+from dataset_adapters.inventory import finish_table, inspect_listed
 from dataset_adapters.segments import segment_fields
 from dataset_adapters.tagger import TaggerConfig
 
@@ -156,12 +156,7 @@ class CoughvidAdapter:
             path = files.get(uuid)
             if path is None and uuid[:-1] in files:  # a published file name one character short
                 path, renamed = files[uuid[:-1]], renamed + 1
-            if path is None:
-                info = inspect(None, rtype)
-            elif not check_audio:
-                info = unvalidated(rtype)
-            else:  # read only when its header is within the maximum duration
-                info = inspect_file(path, rtype, self.audio_check, tag)
+            info = inspect_listed(path, rtype, self.audio_check, tag, check_audio)
             cd = m["cough_detected"]
             if info["status"] == "ok" and (pd.isna(cd) or cd < self.cough_detected_min):
                 shown = "missing" if pd.isna(cd) else f"{cd:.4f}"

@@ -92,6 +92,19 @@ def inspect_file(path: str | Path, recording_type: str, audio_cfg: AudioCheckCon
     return row if row is not None else inspect(Path(path).read_bytes(), recording_type, audio_cfg, tag, tagger_cfg)
 
 
+def inspect_listed(path: Path | None, recording_type: str, audio_cfg: AudioCheckConfig = AudioCheckConfig(),
+                   tag: bool = True, check_audio: bool = True) -> dict:
+    """The inventory fields of a recording a corpus lists at ``path``: ``missing`` when there is no file
+    (None or not on disk), unread with ``check_audio=False`` (:func:`unvalidated`), else :func:`inspect_file`
+    (read only when its header is within the maximum duration). The one rule of the file-per-recording
+    adapters (COUGHVID, UK COVID-19, manifest)."""
+    if path is None or not Path(path).is_file():
+        return inspect(None, recording_type)
+    if not check_audio:
+        return unvalidated(recording_type)
+    return inspect_file(path, recording_type, audio_cfg, tag)
+
+
 def too_long_row(recording_type: str, declared_s: float, sha256: str,
                  audio_cfg: AudioCheckConfig = AudioCheckConfig()) -> dict:
     """The inventory row of a recording whose header declares ``declared_s`` > ``max_duration_s``."""

@@ -38,7 +38,7 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
 from dataset_adapters.base import RECORDING_COLUMNS, normalise_demographics
-from dataset_adapters.inventory import finish_table, inspect, inspect_file, unvalidated
+from dataset_adapters.inventory import finish_table, inspect_listed
 from dataset_adapters.privacy import drop_sensitive
 from dataset_adapters.segments import SEGMENT_TYPES, segment_fields
 from dataset_adapters.tagger import TaggerConfig
@@ -137,10 +137,7 @@ class ManifestAdapter:
             path = Path(r["path"])
             path = path if path.is_absolute() else self.data_root / path
             rtype = normalise_segment_type(r["segment_type"])
-            if not path.is_file():
-                info = inspect(None, rtype)
-            else:  # read only when it is checked
-                info = inspect_file(path, rtype, self.audio_check, tag) if check_audio else unvalidated(rtype)
+            info = inspect_listed(path, rtype, self.audio_check, tag, check_audio)
             rows.append({"recording_id": r["recording_id"], "participant_id": r["participant_id"],
                          "dataset": self.name, "source": str(path), **segment_fields(rtype), **info})
         out = pd.DataFrame.from_records(rows)

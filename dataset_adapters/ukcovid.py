@@ -46,7 +46,7 @@ from clinical_transfer.audio import AudioCheckConfig
 from clinical_transfer.errors import ClinicalTransferError
 from dataset_adapters import archive
 from dataset_adapters.base import normalise_demographics
-from dataset_adapters.inventory import finish_table, inspect, inspect_file, unvalidated
+from dataset_adapters.inventory import finish_table, inspect, inspect_listed
 from dataset_adapters.privacy import drop_sensitive
 from dataset_adapters.segments import segment_fields
 from dataset_adapters.tagger import TaggerConfig
@@ -137,12 +137,7 @@ class UKCovidAdapter:
                                  "status_reason": f"no {prefix} recording listed in audio_metadata.csv"})
                     continue
                 path = self.data_root / "audio" / Path(str(name)).name
-                if not path.is_file():
-                    info = inspect(None, rtype)
-                elif not check_audio:
-                    info = unvalidated(rtype)
-                else:  # read only when its header is within the maximum duration
-                    info = inspect_file(path, rtype, self.audio_check, tag)
+                info = inspect_listed(path, rtype, self.audio_check, tag, check_audio)
                 rows.append({**base, "source": str(path), **info})
         table = pd.DataFrame.from_records(rows)
         table = table.merge(meta, on="participant_id", how="left", validate="many_to_one")
