@@ -1,11 +1,13 @@
 """SAE metrics against direct computations, and the TopK trainer on a planted dictionary."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.sae import SAEConfig, SparseAutoencoder
 from clinical_transfer.sae.evaluate import StreamingEval, evaluate, write_eval
 from clinical_transfer.sae.train import TrainConfig, atom_recovery, planted_dictionary, train_topk
@@ -83,3 +85,26 @@ def test_training_is_deterministic_and_resumable(tmp_path):
     c = train_topk(x, None, tmp_path / "c", cfg, progress=False)  # resumes from checkpoint.pt
     assert torch.equal(a.W_enc, c.W_enc) and torch.equal(a.W_dec, c.W_dec)
     assert (tmp_path / "a" / "train_metrics.jsonl").read_text() == (tmp_path / "c" / "train_metrics.jsonl").read_text()
+
+
+def test_resume_refuses_other_settings_and_damaged_checkpoints(tmp_path):
+    """A checkpoint made with another k (or width) must not be spliced into this run; more steps may be
+    asked for (a run extended); a damaged checkpoint is one clear error."""
+    x, _ = planted_dictionary(600, 16, 32, 3, seed=1)
+    cfg = TrainConfig(expansion=4, k=3, batch_size=64, steps=20, lr=3e-3, val_every=1000, log_every=10,
+                      checkpoint_every=1000)
+    train_topk(x, None, tmp_path / "r", cfg, progress=False, stop_after=5)
+    ckpt = tmp_path / "r" / "checkpoint.pt"
+    with pytest.raises(ClinicalTransferError) as e:
+        train_topk(x, None, tmp_path / "r", replace(cfg, k=4), progress=False)
+    assert str(e.value).startswith(f"{ckpt} is from a run with other settings (k 3 -> 4); resuming would mix two "
+                                   "trainings (only steps, log_every, val_every, checkpoint_every may change)")
+    with pytest.raises(ClinicalTransferError, match=r"other settings \(d_in 16 -> 8\)"):
+        train_topk(x[:, :8], None, tmp_path / "r", cfg, progress=False)
+    train_topk(x, None, tmp_path / "r", replace(cfg, steps=30), progress=False)  # the run extended
+    assert torch.load(ckpt, weights_only=True)["step"] == 30
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    with pytest.raises(ClinicalTransferError) as e:
+        train_topk(x, None, tmp_path / "r", cfg, progress=False)
+    assert str(e.value) == (f"the training checkpoint {ckpt} cannot be read (RuntimeError). "
+                            f"Fix: start over with a new --out, or delete {ckpt}.")

@@ -127,3 +127,38 @@ def test_checkpoint_errors_name_keys_and_shapes(tmp_path):
     with pytest.raises(ClinicalTransferError, match="does not exist"):
         load_sae(tmp_path / "missing.pt")
     assert np.isfinite(load_sae(tmp_path / "nok.pt", k=5).W_enc.detach().numpy()).all()
+
+
+class _NotATensor:  # a pickled object: weights_only loading refuses it
+    pass
+
+
+def test_damaged_checkpoints_get_one_clear_error_each(tmp_path):
+    """Empty, truncated, non-torch and object-holding files in every format: a reason, never a traceback
+    (each of these raised from inside the deserialiser before), and never torch's advice to unpickle code."""
+    sae = random_sae()
+    good = save_pt(sae, tmp_path / "good.pt").read_bytes()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_bytes(b"not a checkpoint\n")
+    (tmp_path / "cut.pt").write_bytes(good[:100])
+    torch.save({"W_enc": sae.W_enc.detach(), "extra": _NotATensor()}, tmp_path / "objects.pt")
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "ae.pt").write_bytes(b"junk\n")
+    (tmp_path / "lens").mkdir()
+    (tmp_path / "lens" / "sae_weights.safetensors").write_bytes(b"")
+    expected = {
+        "empty.pt": "SAE checkpoint {p} is empty (0 bytes)",
+        "text.pt": "cannot read {p} as a torch checkpoint: it is not a torch.save file, or it is truncated (UnpicklingError)",
+        "cut.pt": "cannot read {p} as a torch checkpoint: its zip archive is damaged (truncated or corrupted)",
+        "objects.pt": "cannot read {p} as a torch checkpoint: it holds Python objects, not only tensors "
+                      "(Unsupported global: GLOBAL tests.test_sae_model_formats._NotATensor)",
+        "bad.safetensors": "cannot read {p} as safetensors: Error while deserializing header: header too small",
+        "dl": "cannot read {p}/ae.pt as a torch checkpoint: it is not a torch.save file, or it is truncated",
+        "lens": "SAE checkpoint {p}/sae_weights.safetensors is empty (0 bytes)",
+    }
+    for name, message in expected.items():
+        with pytest.raises(ClinicalTransferError) as e:
+            load_sae(tmp_path / name)
+        assert str(e.value).startswith(message.format(p=tmp_path / name)), str(e.value)
+        assert "weights_only" not in str(e.value)

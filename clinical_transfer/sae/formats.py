@@ -126,6 +126,36 @@ def from_state_dict(
     return sae
 
 
+def _read_tensors(file: Path) -> dict:
+    """The tensors of a ``.safetensors`` file or a ``torch.save`` state dict, or one clear error.
+
+    Why one reader: a truncated download, an empty file or a pickle holding Python objects must each say
+    what is wrong with *this* file, never a deserialiser's traceback. Torch files are read with
+    ``weights_only=True`` (no code is ever unpickled), so torch's advice to retry without it is not passed on.
+    """
+    fix = "re-download or re-export the SAE: a torch.save of its state dict (tensors only) or a .safetensors file"
+    if file.stat().st_size == 0:
+        raise ClinicalTransferError(f"SAE checkpoint {file} is empty (0 bytes)", fix)
+    if file.suffix == ".safetensors":
+        try:
+            return load_file(file)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a bad header
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ClinicalTransferError(f"cannot read {file} as safetensors: {first}", fix) from exc
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and EOF errors alike
+        text = str(exc)
+        if "Unsupported global" in text:  # a pickle of objects, not of tensors
+            what = text[text.index("Unsupported global"):].split(" was not")[0]
+            reason = f"it holds Python objects, not only tensors ({what})"
+        elif "PytorchStreamReader" in text:
+            reason = "its zip archive is damaged (truncated or corrupted)"
+        else:  # EOF, an unpickling error, or a key error deep in the unpickler
+            reason = f"it is not a torch.save file, or it is truncated ({type(exc).__name__})"
+        raise ClinicalTransferError(f"cannot read {file} as a torch checkpoint: {reason}", fix) from exc
+
+
 def _sidecar_cfg(path: Path) -> dict:
     folder = path if path.is_dir() else path.parent
     cfg = {}
@@ -145,7 +175,7 @@ def _load_saelens(path: Path, k: int | None, d_in_expected: int | None) -> Spars
     if cfg.get("normalize_activations", "none") not in ("none", None):
         raise ClinicalTransferError(f"{path}: normalize_activations={cfg['normalize_activations']!r} is not supported",
                                     "export the SAE with normalize_activations='none' (fold the scaling into the weights)")
-    return from_state_dict(load_file(path / "sae_weights.safetensors"), k or cfg.get("k"), arch,
+    return from_state_dict(_read_tensors(path / "sae_weights.safetensors"), k or cfg.get("k"), arch,
                            cfg.get("apply_b_dec_to_input", True), False, d_in_expected, str(path))
 
 
@@ -155,7 +185,7 @@ def _is_sparsify(path: Path) -> bool:
 
 def _load_sparsify(path: Path, k: int | None, d_in_expected: int | None) -> SparseAutoencoder:
     cfg = _read_json(path / "cfg.json")
-    return from_state_dict(load_file(path / "sae.safetensors"), k or cfg.get("k"), "topk", True, False,
+    return from_state_dict(_read_tensors(path / "sae.safetensors"), k or cfg.get("k"), "topk", True, False,
                            d_in_expected, str(path))
 
 
@@ -166,7 +196,7 @@ def _is_dictionary_learning(path: Path) -> bool:
 def _load_dictionary_learning(path: Path, k: int | None, d_in_expected: int | None) -> SparseAutoencoder:
     file = path / "ae.pt" if path.is_dir() else path
     cfg = _read_json(file.parent / "config.json").get("trainer", {})
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = _read_tensors(file)
     cls = str(cfg.get("dict_class", ""))
     arch = "batchtopk" if "BatchTopK" in cls else "topk" if "TopK" in cls or "k" in state else None
     if arch == "batchtopk" and "threshold" in state and state["threshold"].numel() == 1:
@@ -181,14 +211,7 @@ def _is_plain(path: Path) -> bool:
 def _load_plain(path: Path, k: int | None, d_in_expected: int | None) -> SparseAutoencoder:
     """A plain torch ``.pt`` (or ``.safetensors``) state dict in any common spelling."""
     file = path if path.is_file() else sorted(path.glob("*.pt"))[0]
-    if file.suffix == ".safetensors":
-        state = load_file(file)
-    else:
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ClinicalTransferError(f"cannot read {file} as a torch checkpoint: {str(exc).splitlines()[0]}",
-                                        "pass a .pt state dict saved with torch.save") from exc
+    state = _read_tensors(file)
     if not isinstance(state, dict):
         raise ClinicalTransferError(f"{file} holds a {type(state).__name__}, not a state dict",
                                     "save the SAE with torch.save(model.state_dict(), path)")

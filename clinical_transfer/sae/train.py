@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.sae.evaluate import evaluate
 from clinical_transfer.sae.formats import save_pt
 from clinical_transfer.sae.model import SAEConfig, SparseAutoencoder
@@ -68,6 +69,31 @@ def _init(sae: SparseAutoencoder, sample: torch.Tensor, cfg: TrainConfig, gen: t
             sae.b_dec.zero_()
 
 
+#: Settings a resumed run may change: they stop or log it, they do not change its trajectory.
+RESUMABLE_CHANGES = ("steps", "log_every", "val_every", "checkpoint_every")
+
+
+def _trajectory_settings(cfg: TrainConfig, d_in: int) -> dict:
+    return {**{k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}, "d_in": d_in}
+
+
+def _resume_state(ckpt: Path, settings: dict) -> dict:
+    """The checkpoint of an interrupted run, if it was made with the same settings (else one clear error:
+    resuming would splice two different trainings into one SAE)."""
+    fix = f"start over with a new --out, or delete {ckpt}"
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # tensors, ints, dicts: no code unpickled
+    except Exception as exc:  # noqa: BLE001 - a damaged file of any kind
+        raise ClinicalTransferError(f"the training checkpoint {ckpt} cannot be read ({type(exc).__name__})", fix) from exc
+    saved = json.loads(state.get("settings", "{}"))
+    changed = sorted(k for k in settings.keys() | saved.keys() if saved.get(k) != settings.get(k))
+    if saved and changed:
+        what = ", ".join(f"{k} {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        raise ClinicalTransferError(f"{ckpt} is from a run with other settings ({what}); resuming would mix two "
+                                    f"trainings (only {', '.join(RESUMABLE_CHANGES)} may change)", fix)
+    return state
+
+
 def _project_decoder_grad(sae: SparseAutoencoder) -> None:
     """Remove the gradient component parallel to each (unit-norm) decoder row."""
     if sae.W_dec.grad is not None:
@@ -108,8 +134,9 @@ def train_topk(
     since_fired = torch.zeros(d_sae, dtype=torch.long)
     step = 0
     ckpt = out / "checkpoint.pt"
+    settings = _trajectory_settings(cfg, d_in)
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = _resume_state(ckpt, settings)
         sae.load_state_dict(state["sae"])
         opt.load_state_dict(state["opt"])
         since_fired, step = state["since_fired"], state["step"]
@@ -169,8 +196,11 @@ def train_topk(
             with open(out / "validation_metrics.jsonl", "a") as fh:
                 fh.write(json.dumps({"step": step, **asdict(summary)}) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or (stop_after and done_here >= stop_after):
+            # written beside and renamed: a run killed mid-save keeps its previous checkpoint, never half of one
             torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "since_fired": since_fired, "step": step,
-                        "gen": gen.get_state(), "torch_rng": torch.get_rng_state()}, ckpt)
+                        "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                        "settings": json.dumps(settings, sort_keys=True)}, ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
         if stop_after and done_here >= stop_after and step < cfg.steps:
             bar.close()
             return _unscaled(sae, scale)
