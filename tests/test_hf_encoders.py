@@ -88,6 +88,36 @@ def test_missing_model_folder(tmp_path):
         get_encoder("gemma")
 
 
+def test_damaged_model_folders_get_one_clear_error(tmp_path):
+    """A half-copied model folder: a reason naming the file's problem, not transformers' traceback."""
+    import json
+    import shutil
+
+    save_tiny_wav2vec2(tmp_path / "ok")
+    cases = {"bad_config": "cannot load the model config in {p}: It looks like the config file at '{p}/config.json' "
+                           "is not a valid JSON file.",
+             "no_weights": "cannot load the model in {p}: Error no file named model.safetensors, or pytorch_model.bin, "
+                           "found in directory {p}.",
+             "cut_weights": "cannot load the model in {p}: Error while deserializing header: incomplete metadata, "
+                            "file not fully covered.",
+             "other_width": "cannot load the model in {p}: You set `ignore_mismatched_sizes` to `False`",
+             "no_preprocessor": "cannot load the feature extractor in {p}: Can't load feature extractor for '{p}'."}
+    for name in cases:
+        shutil.copytree(tmp_path / "ok", tmp_path / name)
+    (tmp_path / "bad_config" / "config.json").write_text("{not json")
+    (tmp_path / "no_weights" / "model.safetensors").unlink()
+    weights = (tmp_path / "cut_weights" / "model.safetensors").read_bytes()
+    (tmp_path / "cut_weights" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    cfg = json.loads((tmp_path / "other_width" / "config.json").read_text())
+    (tmp_path / "other_width" / "config.json").write_text(json.dumps({**cfg, "hidden_size": 32}))
+    (tmp_path / "no_preprocessor" / "preprocessor_config.json").unlink()
+    for name, message in cases.items():
+        with pytest.raises(ClinicalTransferError) as e:
+            get_encoder("hf-encoder", model=str(tmp_path / name), layer=1)
+        assert str(e.value).startswith(message.format(p=tmp_path / name)), str(e.value)
+        assert "Fix: pass a complete folder written by save_pretrained" in str(e.value)
+
+
 def test_cli_offers_exactly_the_registered_encoders():
     from clinical_transfer.cli import build_parser
     from clinical_transfer.encoders import encoder_names, register_encoder

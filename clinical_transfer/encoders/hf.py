@@ -37,14 +37,32 @@ def _dir_digest(path: Path, extra: str) -> str:
     return h.hexdigest()
 
 
+def _pretrained(what: str, path: Path, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` (a transformers ``from_pretrained``), its failure turned into one clear error.
+
+    Why: a half-copied model folder (malformed config.json, no weight file, truncated safetensors, shapes
+    that do not fit the config) otherwise ends the run with transformers' traceback. Always local: the
+    project never downloads (``local_files_only``)."""
+    try:
+        return fn(*args, local_files_only=True, **kwargs)
+    except ClinicalTransferError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, RuntimeError, safetensors errors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ClinicalTransferError(f"cannot load the {what} in {path}: {first}",
+                                    "pass a complete folder written by save_pretrained: config.json, the weights "
+                                    "(model.safetensors or pytorch_model.bin) and, for a speech encoder, "
+                                    "preprocessor_config.json; nothing is downloaded") from exc
+
+
 def _load(cls, path: Path, device: torch.device, **kwargs):
     """``from_pretrained`` straight onto a CUDA device (no 13 GB detour through host memory), else on CPU."""
     if device.type == "cuda":
         try:
-            return cls.from_pretrained(path, device_map=str(device), **kwargs)
+            return cls.from_pretrained(path, device_map=str(device), local_files_only=True, **kwargs)
         except (ImportError, TypeError, ValueError):  # an older transformers / no accelerate: load, then move
             pass
-    return cls.from_pretrained(path, **kwargs)
+    return _pretrained("model", path, cls.from_pretrained, path, **kwargs)
 
 
 def _check_path(path: str | Path) -> Path:
@@ -70,7 +88,7 @@ class GemmaAudioEncoder:
         from transformers import AutoConfig, Gemma4UnifiedAudioFeatureExtractor, Gemma4UnifiedForConditionalGeneration
 
         path = _check_path(model)
-        config = AutoConfig.from_pretrained(path)
+        config = _pretrained("model config", path, AutoConfig.from_pretrained, path)
         if config.model_type != "gemma4_unified":
             raise ClinicalTransferError(f"{path} is a {config.model_type!r} model, not gemma4_unified",
                                         "use --encoder hf-encoder for Whisper/wav2vec2/HuBERT/WavLM")
@@ -173,7 +191,7 @@ class HFSpeechEncoder:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel  # start-up time (see above)
 
         path = _check_path(model)
-        config = AutoConfig.from_pretrained(path)
+        config = _pretrained("model config", path, AutoConfig.from_pretrained, path)
         self.kind = config.model_type
         if self.kind not in ("whisper", "wav2vec2", "hubert", "wavlm"):
             raise ClinicalTransferError(f"{path} is a {self.kind!r} model", "use a Whisper, wav2vec2, HuBERT or WavLM model")
@@ -184,9 +202,9 @@ class HFSpeechEncoder:
         self.layer = layer
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype) if dtype else torch.float32
-        model = AutoModel.from_pretrained(path, dtype=self.dtype)
+        model = _pretrained("model", path, AutoModel.from_pretrained, path, dtype=self.dtype)
         self.model = (model.get_encoder() if self.kind == "whisper" else model).to(self.device).eval()
-        self.features = AutoFeatureExtractor.from_pretrained(path)
+        self.features = _pretrained("feature extractor", path, AutoFeatureExtractor.from_pretrained, path)
         self.width = config.d_model if self.kind == "whisper" else config.hidden_size
         self.batch_size = batch_size
         self._id = _dir_digest(path, f"hf:{self.kind}:{layer}:{self.dtype}")
