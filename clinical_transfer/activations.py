@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
-from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
 from clinical_transfer.hashing import sha256_file, stable_unit
 
 FORMAT = "clinical-transfer-activations/1"
@@ -130,11 +131,18 @@ class ActivationDump:
         if not path.is_file():
             raise ClinicalTransferError(f"{self.folder} is not an activation dump (no manifest.json)",
                                         "create one with: clinical-transfer activations ... --out DIR")
-        self.manifest = json.loads(path.read_text())
+        with self._reading():
+            self.manifest = read_json(path)
+            self.shards = [(s["file"], s["split"]) for s in self.manifest["shards"]]
+
+    def _reading(self):
+        return reading(f"the activation dump {self.folder}",
+                       "write it again with clinical-transfer activations ... --out DIR --overwrite")
 
     def split(self, name: str) -> TokenArray:
-        files = [s["file"] for s in self.manifest["shards"] if s["split"] == name]
+        files = [f for f, split in self.shards if split == name]
         if not files:
             raise ClinicalTransferError(f"the activation dump {self.folder} has no {name!r} tokens",
                                         "dump more recordings, or use a smaller --heldout-fraction")
-        return TokenArray([np.load(self.folder / f, mmap_mode="r") for f in files])
+        with self._reading():
+            return TokenArray([named(self.folder / f, partial(np.load, mmap_mode="r")) for f in files])

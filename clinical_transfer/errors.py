@@ -6,6 +6,14 @@ so bad input never ends in a traceback. Library callers catch the same type.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class ClinicalTransferError(Exception):
     """A problem with the user's input, stated with what to do about it."""
@@ -20,3 +28,37 @@ class ClinicalTransferError(Exception):
         if self.fix:
             text += f" Fix: {self.fix.rstrip('.')}."
         return text
+
+
+@contextmanager
+def reading(what: str, fix: str):
+    """Turn a damaged or incomplete file of the project's own outputs into one :class:`ClinicalTransferError`.
+
+    Why: stores, dumps and run folders are written by this package, but disks fill, copies stop half way and
+    files get deleted; reading them then fails deep inside numpy, pyarrow or json. ``what`` names the
+    file or folder for the user, ``fix`` says how to get a good one (usually: write it again).
+    """
+    try:
+        yield
+    except ClinicalTransferError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, IndexError) as exc:  # json/pyarrow errors are ValueErrors
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, FileNotFoundError):
+            detail = f"missing file {Path(exc.filename).name if exc.filename else ''}".rstrip()
+        raise ClinicalTransferError(f"{what} is damaged or incomplete: {detail}", fix) from exc
+
+
+
+def named(path: Path, load: Callable[[Path], T]) -> T:
+    """``load(path)``, with a parse error prefixed by the file's name (for :func:`reading`'s message)."""
+    try:
+        return load(Path(path))
+    except (ValueError, EOFError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{Path(path).name}: {first}") from exc
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file of the project's outputs (an invalid one named, see :func:`named`)."""
+    return named(path, lambda p: json.loads(p.read_text()))

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import sparse
 
 from clinical_transfer import guardrails
-from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
 from clinical_transfer.hashing import sha256_file, sha256_text
 
 AGGREGATION = "mean,frac_active,max/v1"
@@ -163,31 +163,53 @@ class ScoreStore:
         if not (self.folder / "manifest.json").is_file():
             raise ClinicalTransferError(f"{self.folder} is not a score store (no manifest.json)",
                                         "create one with: clinical-transfer extract ... --out DIR")
-        self.manifest = json.loads((self.folder / "manifest.json").read_text())
-        self.index = pd.read_parquet(self.folder / "index.parquet")
+        with self._reading():
+            self.manifest = read_json(self.folder / "manifest.json")
+            self.index = pd.read_parquet(self.folder / "index.parquet")
+            self.d_sae = int(self.manifest["d_sae"])
+
+    def _reading(self):
+        return reading(f"the score store {self.folder}",
+                       "write it again with clinical-transfer extract ... --out DIR (finished recordings come from "
+                       "the score cache)")
+
+    def _arrays(self, *names: str) -> dict[str, np.ndarray]:
+        """The named arrays, checked against each other and the index (a truncated or swapped file is an
+        error here, not a wrong matrix later)."""
+        with self._reading():
+            arrays = {n: named(self.folder / f"{n}.npy", np.load) for n in ("indptr", "indices", *names)}
+            ip = arrays["indptr"]
+            if len(ip) != len(self.index) + 1 or (len(ip) and ip[-1] != len(arrays["indices"])):
+                raise ValueError(f"indptr.npy has {len(ip)} offsets ending at {ip[-1] if len(ip) else '-'} for "
+                                 f"{len(self.index)} recordings and {len(arrays['indices'])} codes")
+            for n in names:
+                if len(arrays[n]) != len(arrays["indices"]):
+                    raise ValueError(f"{n}.npy has {len(arrays[n])} values for {len(arrays['indices'])} codes")
+        return arrays
 
     def matrix(self, aggregate: str = "mean") -> sparse.csr_matrix:
         if aggregate not in AGGREGATES:
             raise ClinicalTransferError(f"unknown aggregate {aggregate!r}", f"use one of: {', '.join(AGGREGATES)}")
-        load = lambda n: np.load(self.folder / f"{n}.npy")  # noqa: E731
-        return sparse.csr_matrix((load(aggregate), load("indices"), load("indptr")),
-                                 shape=(len(self.index), int(self.manifest["d_sae"])))
+        a = self._arrays(aggregate)
+        return sparse.csr_matrix((a[aggregate], a["indices"], a["indptr"]), shape=(len(self.index), self.d_sae))
 
     def frame_codes(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame-level TopK codes (ids, values) of one recording, when the store was written with them."""
         if not (self.folder / "frames_indptr.npy").is_file():
             raise ClinicalTransferError(f"{self.folder} has no frame-level codes", "re-run extract with --frame-codes")
-        ip = np.load(self.folder / "frames_indptr.npy")
-        sl = slice(ip[row], ip[row + 1])
-        return (np.load(self.folder / "frames_indices.npy", mmap_mode="r")[sl],
-                np.load(self.folder / "frames_values.npy", mmap_mode="r")[sl])
+        with self._reading():
+            ip = named(self.folder / "frames_indptr.npy", np.load)
+            sl = slice(ip[row], ip[row + 1])
+            return tuple(named(self.folder / f"frames_{n}.npy", partial(np.load, mmap_mode="r"))[sl]
+                         for n in ("indices", "values"))
 
     def all_scores(self) -> list[RecordingScores]:
         """Every row's scores, reading each array file once (merging shards must not re-read per row)."""
-        load = {n: np.load(self.folder / f"{n}.npy") for n in ("indptr", "indices", *AGGREGATES)}
+        load = self._arrays(*AGGREGATES)
         has_frames = (self.folder / "frames_indptr.npy").is_file()
         if has_frames:
-            fp, fi, fv = (np.load(self.folder / f"frames_{n}.npy") for n in ("indptr", "indices", "values"))
+            with self._reading():
+                fp, fi, fv = (named(self.folder / f"frames_{n}.npy", np.load) for n in ("indptr", "indices", "values"))
         out = []
         for row in range(len(self.index)):
             sl = slice(load["indptr"][row], load["indptr"][row + 1])

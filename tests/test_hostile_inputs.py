@@ -473,3 +473,59 @@ def test_case7_every_adapter_reading_files_checks_the_header_before_reading(tmp_
     table = get_adapter("manifest", tmp_path / "manifest.csv", audio_check=cfg).recordings(progress=False)
     assert table.set_index("participant_id")["status"].to_dict() == {"p1": "too_long", "p2": "ok"}
     assert "long.wav" not in read and "short.wav" in read
+
+
+def test_damaged_score_stores_and_activation_dumps_are_one_clear_error(tmp_path):
+    """A disk that filled, a copy that stopped half way, a file deleted: the store or dump named, the file
+    and its problem said, and how to get a good one — not numpy's or pyarrow's traceback (each of these
+    raised from inside them before), and never a matrix built from a truncated array."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    from clinical_transfer.activations import ActivationDump
+    from clinical_transfer.errors import ClinicalTransferError
+    from clinical_transfer.store import RecordingScores, ScoreStore, write_store
+
+    idx = pd.DataFrame({"recording_id": ["r_a", "r_b"], "participant_id": ["p_a", "p_b"],
+                        "segment_group": ["vowel"] * 2, "recording_type": ["vowel-a"] * 2, "n_frames": [2, 3]})
+    rows = [RecordingScores(np.arange(k, dtype=np.int32), np.ones(k, np.float32), np.ones(k, np.float32),
+                            np.ones(k, np.float32), 2) for k in (40, 60)]
+    fix = "Fix: write it again with clinical-transfer extract ... --out DIR (finished recordings come from the score cache)."
+    damage = {
+        "cut_mean": (lambda d: (d / "mean.npy").write_bytes((d / "mean.npy").read_bytes()[:200]),
+                     "mean.npy: Failed to read all data for array"),
+        "no_indptr": (lambda d: (d / "indptr.npy").unlink(), "missing file indptr.npy"),
+        "bad_index": (lambda d: (d / "index.parquet").write_text("garbage"), "Could not open Parquet input source"),
+        "bad_manifest": (lambda d: (d / "manifest.json").write_text("{"), "manifest.json: Expecting property name"),
+        "short_values": (lambda d: np.save(d / "max.npy", np.ones(99, np.float32)), "max.npy has 99 values for 100 codes"),
+        "other_rows": (lambda d: np.save(d / "indptr.npy", np.array([0, 100])),
+                       "indptr.npy has 2 offsets ending at 100 for 2 recordings and 100 codes"),
+    }
+    for name, (hurt, detail) in damage.items():
+        folder = write_store(tmp_path / name, idx, rows, 64, {})
+        assert ScoreStore(folder).matrix("max").nnz == 100
+        hurt(folder)
+        with pytest.raises(ClinicalTransferError) as e:
+            store = ScoreStore(folder)
+            store.matrix("max") if name != "cut_mean" else store.matrix("mean")
+        text = str(e.value)
+        assert text.startswith(f"the score store {folder} is damaged or incomplete: {detail}"), text
+        assert text.endswith(fix)
+
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    np.save(dump / "train_00000.npy", np.ones((50, 4), np.float32))
+    (dump / "manifest.json").write_text(json.dumps({"shards": [{"file": "train_00000.npy", "split": "train"},
+                                                               {"file": "heldout_00000.npy", "split": "heldout"}]}))
+    assert len(ActivationDump(dump).split("train")) == 50
+    fix = "Fix: write it again with clinical-transfer activations ... --out DIR --overwrite."
+    with pytest.raises(ClinicalTransferError) as e:
+        ActivationDump(dump).split("heldout")
+    assert str(e.value) == f"the activation dump {dump} is damaged or incomplete: missing file heldout_00000.npy. {fix}"
+    (dump / "train_00000.npy").write_bytes((dump / "train_00000.npy").read_bytes()[:300])
+    with pytest.raises(ClinicalTransferError) as e:
+        ActivationDump(dump).split("train")
+    assert str(e.value) == (f"the activation dump {dump} is damaged or incomplete: train_00000.npy: mmap length is "
+                            f"greater than file size. {fix}")

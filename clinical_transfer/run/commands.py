@@ -210,7 +210,7 @@ def train_sae(activations_dir: str, out: str, train_cfg, progress: bool) -> Path
     from clinical_transfer.sae.train import train_topk
 
     dump = ActivationDump(activations_dir)
-    heldout = dump.split("heldout") if any(s["split"] == "heldout" for s in dump.manifest["shards"]) else None
+    heldout = dump.split("heldout") if any(split == "heldout" for _, split in dump.shards) else None
     train_topk(dump.split("train"), heldout, out, train_cfg, progress=progress)
     return Path(out) / "sae.pt"
 
