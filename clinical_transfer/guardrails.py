@@ -243,6 +243,9 @@ def audit_run(run_dir: str | Path, raw_ids: list[str] | None = None, min_cell: i
             problems.append(f"{rel}: {what} must not be in a run folder")
             continue
         searchable = ""
+        if f.suffix.lower() == ".parquet" and kind != "parquet":
+            problems.append(f"{rel}: not a Parquet file (damaged or replaced)")
+            continue
         if kind == "parquet":
             try:
                 schema = pq.read_schema(f)

@@ -152,6 +152,41 @@ def test_inspect_shows_top_correlates_and_one_features_splits(run, capsys):
     assert main(["inspect", str(run), "--html"]) == 0 and "report.html" in capsys.readouterr().out
 
 
+def test_a_damaged_run_folder_is_one_clear_error_or_an_audit_finding(run, tmp_path, capsys):
+    """A run folder that lost or damaged a file: inspect and freeze name the file and say what to do, the
+    audit reports it (each of these was a traceback, or a misleading 'label not visible', before)."""
+    import shutil
+
+    from clinical_transfer.cli import main
+
+    fix = "Fix: run run-overlay again into a new --out (scores come from the cache)."
+    cut, bad_parquet, bad_manifest = (shutil.copytree(run, tmp_path / n) for n in ("cut", "bad_parquet", "bad_manifest"))
+    (cut / "overlays" / "asthma" / "overlay.parquet").unlink()
+    (bad_parquet / "overlays" / "asthma" / "overlay.parquet").write_text("garbage")
+    (bad_manifest / "run_manifest.json").write_text("{")
+    (bad_manifest / "manifest.json").write_text("{")
+    capsys.readouterr()
+    assert main(["inspect", str(cut), "--label", "asthma"]) == 2
+    assert (f"error: overlays/asthma in {cut} has no overlay.parquet (the run stopped before writing it, or it was "
+            f"deleted). {fix}") in capsys.readouterr().err
+    assert main(["freeze", str(cut), "--name", "x", "--dest", str(tmp_path / "frozen")]) == 2
+    assert (f"error: the run folder {cut} is damaged or incomplete: overlays/asthma/overlay.parquet is missing. "
+            f"{fix}") in capsys.readouterr().err
+    assert main(["inspect", str(bad_parquet), "--label", "asthma"]) == 2
+    assert (f"error: the run folder {bad_parquet} is damaged or incomplete: overlay.parquet: Could not open Parquet "
+            f"input source") in capsys.readouterr().err
+    assert main(["audit", str(bad_parquet)]) == 1
+    assert "overlays/asthma/overlay.parquet: not a Parquet file (damaged or replaced)" in capsys.readouterr().out
+    assert main(["freeze", str(bad_manifest), "--name", "x", "--dest", str(tmp_path / "frozen")]) == 2
+    assert (f"error: the run folder {bad_manifest} is damaged or incomplete: run_manifest.json: Expecting property "
+            f"name enclosed in double quotes: line 1 column 2 (char 1). {fix}") in capsys.readouterr().err
+    assert main(["audit", str(bad_manifest)]) == 1
+    out = capsys.readouterr().out
+    assert "run_manifest.json: the non-diagnostic label is not visible at the top" in out
+    assert "no raw-id list (pass --corpus-ids)" in out
+    assert not (tmp_path / "frozen").exists()
+
+
 def test_planted_truth_probe_finds_what_the_plant_moves_and_their_packets_name_voice_quality(run):
     """#13: the st plant's features, measured (each st participant's vowels and counting made again without
     the plant from the same random streams, both scored): the probe agrees with the observed association

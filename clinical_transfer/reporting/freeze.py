@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from clinical_transfer import __version__, guardrails
+from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
 from clinical_transfer.hashing import sha256_file
 
 KEEP = ("label", "contrast", "segment_group", "feature", "role", "n_participants_pos", "n_participants_neg",
@@ -45,7 +46,9 @@ def _round(df: pd.DataFrame) -> pd.DataFrame:
 def _tables(run: Path) -> dict[str, pd.DataFrame]:
     tables, counts = {}, []
     for folder in sorted(p for p in (run / "overlays").iterdir() if p.is_dir()):
-        t = pd.read_parquet(folder / "overlay.parquet")
+        if not (folder / "overlay.parquet").is_file():
+            raise ValueError(f"overlays/{folder.name}/overlay.parquet is missing")
+        t = named(folder / "overlay.parquet", pd.read_parquet)
         counts.append(t.groupby(["label", "role", "segment_group", "verdict"]).size().rename("n_features").reset_index())
         keep = t[t["verdict"] != "not significant"][list(KEEP)]
         tables[f"{folder.name}.csv"] = _round(keep.sort_values(["role", "segment_group", "feature"], kind="stable"))
@@ -56,12 +59,20 @@ def _tables(run: Path) -> dict[str, pd.DataFrame]:
 def freeze(run: str | Path, dest: str | Path) -> Path:
     """Write the frozen tables of the run folder ``run`` and their MANIFEST.json into ``dest``."""
     run, dest = Path(run), Path(dest)
-    manifest = json.loads((run / "run_manifest.json").read_text())
+    if not (run / "run_manifest.json").is_file() or not (run / "overlays").is_dir():
+        raise ClinicalTransferError(f"{run} is not a run folder (no run_manifest.json or overlays/)",
+                                    "pass the --out folder of run-overlay")
+    with reading(f"the run folder {run}", "run run-overlay again into a new --out (scores come from the cache)"):
+        manifest = read_json(run / "run_manifest.json")
+        missing = [k for k in ("resolved_config", "config_sha256", "inputs") if k not in manifest]
+        if missing:
+            raise ValueError(f"run_manifest.json lacks {', '.join(missing)}")
+        tables = _tables(run)
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.csv"):
         old.unlink()
     hashes = {}
-    for name, table in _tables(run).items():
+    for name, table in tables.items():
         path = guardrails.write_table(table, dest / name, formats=("csv",))[0]
         hashes[name] = sha256_file(path)
     guardrails.write_json({

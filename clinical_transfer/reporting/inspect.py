@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clinical_transfer import guardrails
-from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.errors import ClinicalTransferError, named, reading
 
 COLUMNS = ("segment_group", "feature", "beta_raw", "beta_adj", "attenuation", "q_adj", "auroc", "n_strata",
            "n_strata_same_sign", "heterogeneity_p", "verdict")
@@ -35,10 +35,15 @@ def _table(df: pd.DataFrame, title: str) -> Table:
 
 def _overlay(run: Path, label: str) -> pd.DataFrame:
     path = run / "overlays" / label / "overlay.parquet"
+    fix = "run run-overlay again into a new --out (scores come from the cache)"
+    if not path.is_file() and path.parent.is_dir():
+        raise ClinicalTransferError(f"overlays/{label} in {run} has no overlay.parquet (the run stopped before "
+                                    "writing it, or it was deleted)", fix)
     if not path.is_file():
-        have = sorted(p.name for p in (run / "overlays").glob("*")) if (run / "overlays").is_dir() else []
+        have = sorted(p.parent.name for p in (run / "overlays").glob("*/overlay.parquet"))
         raise ClinicalTransferError(f"no overlay for label {label!r} in {run}", f"use one of: {', '.join(have) or 'none'}")
-    return pd.read_parquet(path)
+    with reading(f"the run folder {run}", fix):
+        return named(path, pd.read_parquet)
 
 
 def inspect_run(run: str | Path, label: str | None = None, group: str | None = None, feature: str | None = None,
@@ -57,7 +62,8 @@ def inspect_run(run: str | Path, label: str | None = None, group: str | None = N
         if feature:
             row = t[t["feature"] == feature]
             con.print(_table(row[[c for c in COLUMNS if c in row.columns]], f"{lab}: {feature}"))
-            splits = pd.read_parquet(run / "overlays" / lab / "splits.parquet")
+            with reading(f"the run folder {run}", "run run-overlay again into a new --out (scores come from the cache)"):
+                splits = named(run / "overlays" / lab / "splits.parquet", pd.read_parquet)
             if "feature" in splits.columns:
                 s = splits[(splits["feature"] == feature) & (splits["label"] == lab)]
                 if group:

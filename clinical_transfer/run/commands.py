@@ -254,7 +254,10 @@ def _corpus_ids(run: Path) -> tuple[list[str], str]:
     """Raw participant ids of the corpus a run read (from its manifest), to look for in the outputs."""
     if not (run / "manifest.json").is_file():
         return [], ""
-    ds = json.loads((run / "manifest.json").read_text()).get("config", {}).get("dataset", {})
+    try:
+        ds = json.loads((run / "manifest.json").read_text()).get("config", {}).get("dataset", {})
+    except (OSError, ValueError, AttributeError):  # a damaged manifest: the audit itself reports the file
+        return [], ""
     root = ds.get("data_root") or ""
     if not root or not Path(root).is_dir():
         return [], ""
