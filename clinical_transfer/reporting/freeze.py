@@ -85,9 +85,23 @@ def freeze(run: str | Path, dest: str | Path) -> Path:
     return dest
 
 
+def read_frozen_manifest(frozen: str | Path) -> dict:
+    """MANIFEST.json of a frozen folder, checked (the one reader of regenerate, replicate and compare)."""
+    frozen = Path(frozen)
+    if not (frozen / "MANIFEST.json").is_file():
+        raise ClinicalTransferError(f"{frozen} is not a frozen overlay (no MANIFEST.json)",
+                                    "pass a folder under reports/frozen/ (written by `clinical-transfer freeze`)")
+    with reading(f"the frozen overlay {frozen}", "restore it from version control, or freeze the run again"):
+        m = read_json(frozen / "MANIFEST.json")
+        missing = [k for k in ("resolved_config", "inputs", "tables_sha256") if not isinstance(m, dict) or k not in m]
+        if missing:
+            raise ValueError(f"MANIFEST.json lacks {', '.join(missing)}")
+    return m
+
+
 def compare(frozen: Path, rebuilt: Path) -> list[str]:
     """Differences between a frozen folder and a freshly rebuilt one (empty = byte-identical)."""
-    m = json.loads((frozen / "MANIFEST.json").read_text())
+    m = read_frozen_manifest(frozen)
     new = json.loads((rebuilt / "MANIFEST.json").read_text())
     problems = []
     if new["inputs"] != m["inputs"]:

@@ -6,13 +6,12 @@ hashes and compares (:mod:`clinical_transfer.reporting.freeze`).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.hashing import salt_digest
-from clinical_transfer.reporting.freeze import compare, freeze
+from clinical_transfer.reporting.freeze import compare, freeze, read_frozen_manifest
 from clinical_transfer.run.config import RunConfig, build, validate
 from clinical_transfer.run.overlay import demo_config, run_overlay
 from dataset_adapters.demo import write_demo_corpus
@@ -22,9 +21,7 @@ def regenerate(frozen: str | Path, work: str | Path | None = None, progress: boo
                salt: str | None = None) -> list[str]:
     """Rebuild the frozen tables from their inputs; returns the differences (empty = byte-identical)."""
     frozen = Path(frozen)
-    if not (frozen / "MANIFEST.json").is_file():
-        raise ClinicalTransferError(f"{frozen} has no MANIFEST.json", "pass a folder under reports/frozen/")
-    m = json.loads((frozen / "MANIFEST.json").read_text())
+    m = read_frozen_manifest(frozen)
     work = Path(work) if work else Path(tempfile.mkdtemp(prefix="regenerate_"))
     cfg = validate(build(RunConfig, m["resolved_config"], "MANIFEST.json"), "MANIFEST.json")
     recorded = cfg.guardrails.salt

@@ -12,17 +12,18 @@ Speech groups are only ever mapped onto speech groups and cough/breath onto coug
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clinical_transfer import __version__, guardrails
-from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.errors import ClinicalTransferError, named, reading
 from clinical_transfer.hashing import sha256_file
+from clinical_transfer.reporting.freeze import read_frozen_manifest
 from clinical_transfer.run.config import RunConfig
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
@@ -70,17 +71,17 @@ class ReplicationResult:
 
 def _read_frozen(spec: ReplicationSpec) -> tuple[dict, pd.DataFrame]:
     frozen = Path(spec.frozen)
-    mpath = frozen / "MANIFEST.json"
-    if not mpath.is_file():
-        raise ClinicalTransferError(f"{frozen} is not a frozen overlay (no MANIFEST.json)",
-                                    "pass --frozen reports/frozen/NAME (written by `clinical-transfer freeze`)")
-    manifest = json.loads(mpath.read_text())
+    manifest = read_frozen_manifest(frozen)
     table = frozen / f"{spec.label}.csv"
     if not table.is_file():
         have = sorted(p.stem for p in frozen.glob("*.csv") if p.stem != "verdict_counts")
         raise ClinicalTransferError(f"the frozen overlay {frozen.name} has no table for label {spec.label!r}",
                                     f"use one of: {', '.join(have)}")
-    rows = pd.read_csv(table, comment="#")
+    with reading(f"the frozen overlay {frozen}", "restore it from version control, or freeze the run again"):
+        rows = named(table, partial(pd.read_csv, comment="#"))
+        absent = {"label", "role", "verdict", "feature"} - set(rows.columns)
+        if absent:
+            raise ValueError(f"{table.name} lacks the column(s) {', '.join(sorted(absent))}")
     rows = rows[(rows["label"] == spec.label) & (rows["role"] == "target")]
     chosen = rows[rows["verdict"].isin(spec.verdicts)]
     if chosen.empty:
