@@ -69,6 +69,28 @@ def test_non_numeric_feature(files, capsys):
                    "Fix: convert 'feat_3' to numbers or drop it from the features table.")
 
 
+def test_a_number_confound_with_text_cells_is_refused_and_a_coded_categorical_is_not(files, capsys):
+    """An age column with 'unknown' in three rows would be one-hot coded, one dummy per age (a near-saturated
+    design): refused with the cells named. A wave coded 1 / 2 / 'unknown' stays a categorical and runs."""
+    m = pd.read_csv(files / "M.csv")
+    m["age"] = m["age"].astype(object)
+    m.loc[m.index[[3, 9, 27]], "age"] = "unknown"
+    m.loc[m.index[40], "age"] = "n/a "
+    m.to_csv(files / "M.csv", index=False)
+    err = error_of(capsys, run(files))
+    n = pd.to_numeric(m["age"], errors="coerce").nunique()
+    assert n > 10
+    assert err == (f"error: confound 'age' holds {n} distinct numbers but 4 row(s) hold text ('n/a', 'unknown'); "
+                   "as text, every number would become its own category. Fix: make those cells empty (they are then "
+                   "dropped as missing, and counted) or numbers.")
+    m = pd.read_csv(files / "M.csv")
+    m["age"] = pd.to_numeric(m["age"], errors="coerce")  # the text cells now empty: dropped and counted
+    m["wave"] = m["wave"].astype(str)
+    m.loc[m.index[:30], "wave"] = "unknown"
+    m.to_csv(files / "M.csv", index=False)
+    assert run(files) == 0
+
+
 def test_label_with_one_level(files, capsys):
     m = pd.read_csv(files / "M.csv")
     m["st"] = True

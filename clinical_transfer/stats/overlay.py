@@ -81,6 +81,30 @@ def add_run_q(*tables: pd.DataFrame) -> list[pd.DataFrame]:
     return outs
 
 
+def _check_confound_types(meta: pd.DataFrame, confounds: list[str]) -> None:
+    """Refuse a confound that is a number column with a few text cells (``unknown``, ``n/a``, ``45y``).
+
+    Why: read as text, such a column is one-hot coded, one dummy per distinct number — an age column
+    becomes ~60 indicators, a near-saturated design that adjusts for nothing sensible (the failure this
+    package shipped once). A few numeric codes among text (a categorical ``wave`` of 1, 2, ``unknown``)
+    are fine: only a column with more than 10 distinct numbers is taken for a numeric one.
+    """
+    for name in confounds:
+        s = meta[name]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            continue
+        text = s.dropna().astype(str).str.strip()
+        text = text[text != ""]
+        num = pd.to_numeric(text, errors="coerce")
+        words = text[num.isna()]
+        if num.nunique() > 10 and len(words):
+            examples = ", ".join(repr(w) for w in sorted(set(words))[:3])
+            raise ClinicalTransferError(
+                f"confound {name!r} holds {num.nunique()} distinct numbers but {len(words)} row(s) hold text "
+                f"({examples}); as text, every number would become its own category",
+                "make those cells empty (they are then dropped as missing, and counted) or numbers")
+
+
 def _validate(features: pd.DataFrame, meta: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[str]]:
     for name, df in (("features", features), ("metadata", meta)):
         if "recording_id" not in df.columns:
@@ -155,6 +179,7 @@ def overlay(
     meta = add_age_band(meta)
     needed = [spec.column, *cfg.confounds] + [c for c in (cfg.group_col, cfg.cluster_col) if c]
     F_all, names = _validate(features, meta, needed)
+    _check_confound_types(meta, list(cfg.confounds))
     if cfg.cluster_col and cfg.cluster_col != "participant_id":
         meta = meta.assign(participant_id=meta[cfg.cluster_col])
     elif "participant_id" not in meta.columns:
