@@ -7,6 +7,7 @@ fix ends as one line ``error: ... Fix: ...`` and exit code 2 — never a traceba
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -158,12 +159,41 @@ def _cmd_build_default_sae(a):
 
 
 # -- parsers ----------------------------------------------------------------------------------------
+def _number(kind: type, low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
+    """An argparse ``type``: a number of ``kind`` in [low, high] (``*_open``: excluded). Why: a negative batch,
+    participant count or fraction above 1 otherwise runs (and writes results) or fails deep inside."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if v < low or (low_open and v == low) or (high is not None and (v > high or (high_open and v == high))):
+            lo, hi = ("(" if low_open else "[") + f"{low:g}", (f"{high:g}" if high is not None else "inf") + (
+                ")" if high_open or high is None else "]")
+            raise argparse.ArgumentTypeError(f"{text} is outside {lo}, {hi}")
+        return v
+    return parse
+
+
+COUNT = _number(int, 1)
+"""A count of at least one (participants, batch, draws, top rows, seeds, k, ...)."""
+SEED = _number(int, 0)
+POSITIVE = _number(float, 0, low_open=True)
+
+
+def _device(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (one GPU of several)."""
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N")
+
+
 def _add_encoder_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     # extract/activations need frame states; run-overlay also takes descriptor sets (egemaps)
     p.add_argument("--encoder", default="ge2e" if defaults else None, choices=encoder_names(descriptors=not defaults),
                    help="frozen encoder (registry: clinical_transfer.encoders.registry)")
     p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
-    p.add_argument("--layer", type=int, default=3 if defaults else None,
+    p.add_argument("--layer", type=SEED, default=3 if defaults else None,
                    help="layer to capture (convention recorded in the manifest)")
 
 
@@ -206,9 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = _verb(sub, "demo-corpus", _cmd_demo_corpus, "write the synthetic demo corpus in Coswara's layout", quiet=True)
     p.add_argument("out", help="folder to write")
-    p.add_argument("--participants", type=int, default=160)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--duration-s", type=float, default=2.5)
+    p.add_argument("--participants", type=COUNT, default=160)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--duration-s", type=_number(float, 0.5), default=2.5,
+                   help="seconds per recording (at least 0.5: shorter ones fail the inventory's minimum)")
     p.add_argument("--layout", choices=["extracted", "split-tar"], default="extracted")
     p.add_argument("--site", choices=["a", "b"], default="a",
                    help="a: the demo corpus (Coswara layout); b: the replication corpus (CSV manifest, other people, "
@@ -229,27 +260,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strata", default=None, help="comma-separated split variables (default: sex,age_band,wave,quality)")
     p.add_argument("--positive-controls", default="age,sex", help="labels run the same way as positive controls")
     for flag, kind, default, help_ in (
-            ("--permutations", int, 1000, "Freedman-Lane permutations for the family-wise p (0 = none)"),
-            ("--seed", int, 0, ""), ("--alpha", float, 0.05, "FDR level"),
-            ("--min-cell", int, 10, "suppress families with fewer participants"),
-            ("--min-stratum", int, 20, "participants a side for a confound stratum to be estimated")):
+            ("--permutations", SEED, 1000, "Freedman-Lane permutations for the family-wise p (0 = none)"),
+            ("--seed", SEED, 0, ""), ("--alpha", _number(float, 0, 1, True, True), 0.05, "FDR level"),
+            ("--min-cell", COUNT, 10, "suppress families with fewer participants"),
+            ("--min-stratum", COUNT, 20, "participants a side for a confound stratum to be estimated")):
         p.add_argument(flag, type=kind, default=default, help=help_ or None)
     p.add_argument("--allow-small-groups", action="store_true", help="record unfittable groups as suppressed")
     p.add_argument("--out", required=True, help="output folder")
 
     p = _verb(sub, "activations", _cmd_activations, "dump frame-level encoder states (SAE training and evaluation)",
               data=True, encoder=True)
-    p.add_argument("--heldout-fraction", type=float, default=0.2, help="share of participants held out")
+    p.add_argument("--heldout-fraction", type=_number(float, 0, 1, high_open=True), default=0.2,
+                   help="share of participants held out")
     p.add_argument("--out", required=True)
 
     p = _verb(sub, "extract", _cmd_extract, "score every recording: encoder -> SAE -> per-recording aggregates",
               data=True, encoder=True)
     p.add_argument("--sae", default=None, help="SAE checkpoint (default: the embedded default SAE, GE2E layer 3)")
-    p.add_argument("--k", type=int, default=None, help="TopK k when the checkpoint does not say")
+    p.add_argument("--k", type=COUNT, default=None, help="TopK k when the checkpoint does not say")
     p.add_argument("--shard", default="0/1", help="i/N: score only shard i of N (stable hash of recording_id)")
     p.add_argument("--cache", default=None, help="score cache folder (default: OUT/../.score_cache)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch", type=int, default=16, help="recordings per encoder batch")
+    p.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch", type=COUNT, default=16, help="recordings per encoder batch")
     p.add_argument("--frame-codes", action="store_true", help="also keep frame-level TopK codes (uint16 ids, float16)")
     p.add_argument("--sae-precision", default="fp32", choices=["fp32", "tf32", "bf16"],
                    help="SAE matmul precision on a GPU encoder's device (fp32 = reference codes; tf32 ~4.6x, bf16 ~9x faster "
@@ -267,10 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative", default=None, help="negative values there (comma-separated)")
     p.add_argument("--group-map", default=None, help="ORIGINAL=HERE segment groups, comma-separated (default: same names)")
     p.add_argument("--verdicts", default=None, help="original verdicts to test, comma-separated (default: robust correlate)")
-    p.add_argument("--draws", type=int, default=1000, help="random feature sets for the null replication rate")
+    p.add_argument("--draws", type=COUNT, default=1000, help="random feature sets for the null replication rate")
     p.add_argument("--model", default=None, help="local model folder, if the frozen run's path does not exist here")
     p.add_argument("--sae", default=None, help="SAE checkpoint, if the frozen run's path does not exist here")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", required=True, help="output folder")
 
     p = _verb(sub, "merge", _cmd_merge, "join shard score stores; refuses overlapping or missing shards")
@@ -280,16 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "train-sae", _cmd_train_sae, "train a TopK SAE on an activation dump", quiet=True)
     p.add_argument("--activations", required=True, help="activation dump folder")
     p.add_argument("--out", required=True)
-    for flag, kind, default in (("--expansion", int, 8), ("--k", int, 128), ("--batch-size", int, 4096),
-                                ("--steps", int, 100_000), ("--val-every", int, 500), ("--seed", int, 0)):
+    for flag, kind, default in (("--expansion", COUNT, 8), ("--k", COUNT, 128), ("--batch-size", COUNT, 4096),
+                                ("--steps", COUNT, 100_000), ("--val-every", COUNT, 500), ("--seed", SEED, 0)):
         p.add_argument(flag, type=kind, default=default)
-    p.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(d_sae / 16384)")
+    p.add_argument("--lr", type=POSITIVE, default=None, help="default 2e-4 / sqrt(d_sae / 16384)")
 
     p = _verb(sub, "eval-sae", _cmd_eval_sae, "held-out FVE, normalised L2, L0, dead fraction of an SAE")
     p.add_argument("--sae", required=True, help="checkpoint file or folder (pt, SAELens, sparsify, dictionary_learning)")
     p.add_argument("--activations", required=True, help="activation dump folder")
     p.add_argument("--split", default="heldout")
-    p.add_argument("--k", type=int, default=None, help="TopK k when the checkpoint does not say")
+    p.add_argument("--k", type=COUNT, default=None, help="TopK k when the checkpoint does not say")
     p.add_argument("--out", required=True, help="writes OUT/test_eval/summary.json")
 
     p = _verb(sub, "inspect", _cmd_inspect, "terminal view of a run: verdicts, top correlates, one feature's splits")
@@ -297,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default=None)
     p.add_argument("--group", default=None, help="segment group (prompted_speech, vowel, cough, breath)")
     p.add_argument("--feature", default=None, help="e.g. feature_00161: its estimates across confound splits")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=COUNT, default=10)
     p.add_argument("--html", action="store_true", help="(re)write report.html and print its address")
 
     p = _verb(sub, "freeze", _cmd_freeze, "freeze a run's overlay tables under reports/frozen/NAME with a manifest")
@@ -314,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "audit", _cmd_audit, "re-check a run folder against the guardrails (exit 1 on any violation)")
     p.add_argument("run_dir")
     p.add_argument("--corpus-ids", default=None, help="CSV with an 'id' column of raw corpus ids to look for")
-    p.add_argument("--min-cell", type=int, default=10)
+    p.add_argument("--min-cell", type=COUNT, default=10)
 
     p = _verb(sub, "build-default-sae", _cmd_build_default_sae, "regenerate the embedded default SAE", quiet=True)
     for flag, default, help_ in (("--out", None, "default: the package's own folder"),
@@ -340,10 +372,10 @@ def build_run_overlay_parser() -> argparse.ArgumentParser:
     _add_encoder_args(p, defaults=False)
     p.add_argument("--sae", default=None, help="SAE checkpoint, or 'fit' for a label-blind SAE fit to the corpus "
                    "(default: fit for a real corpus, the embedded SAE for --demo)")
-    p.add_argument("--sae-seeds", type=int, default=None, help="corpus-fit SAEs with different seeds (stability; default 3)")
+    p.add_argument("--sae-seeds", type=COUNT, default=None, help="corpus-fit SAEs with different seeds (stability; default 3)")
     p.add_argument("--sae-fit-on", choices=("split", "all"), default=None,
                    help="split: leave the dictionary participants out of the overlay (default); all: fit on everyone")
-    p.add_argument("--adjust-acoustic", type=int, default=None, metavar="K",
+    p.add_argument("--adjust-acoustic", type=SEED, default=None, metavar="K",
                    help="run every overlay again with the top-K eGeMAPS components as confounds (reported side by side)")
     p.add_argument("--inventory-only", action="store_true", help="stop after the inventory")
     _add_engine_args(p)
@@ -354,10 +386,10 @@ def _add_engine_args(p) -> None:
     g = p.add_argument_group("engine (scoring on a Ray cluster; needs the [cluster] extra)")
     g.add_argument("--engine", choices=["local", "ray"], default="local")
     g.add_argument("--ray-address", default=None, help="auto (a running cluster) or HOST:PORT; default: a local instance")
-    g.add_argument("--workers", type=int, default=1, help="encoder + SAE actors")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0)
-    g.add_argument("--cpus-per-worker", type=float, default=1.0)
-    g.add_argument("--cpus-per-decoder", type=float, default=1.0)
+    g.add_argument("--workers", type=COUNT, default=1, help="encoder + SAE actors")
+    g.add_argument("--gpus-per-worker", type=_number(float, 0), default=0.0)
+    g.add_argument("--cpus-per-worker", type=POSITIVE, default=1.0)
+    g.add_argument("--cpus-per-decoder", type=POSITIVE, default=1.0)
 
 
 def _ray_options(a):

@@ -255,6 +255,42 @@ def test_compile_is_refused_for_other_encoders():
         resolve_models("ge2e", 3, device="cpu", compile=True)
 
 
+def test_devices_and_numeric_options_are_checked_when_parsed(monkeypatch, capsys):
+    """cuda:N picks one GPU of several; one past the last, or any CUDA without a GPU, is one line; a
+    negative count, a fraction past 1 or an unknown device is refused by the parser (they ran before)."""
+    from clinical_transfer.cli import build_parser
+    from clinical_transfer.errors import ClinicalTransferError
+    from clinical_transfer.run.models import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [resolve_device(d) for d in ("auto", "cuda", "cuda:1", "cpu")] == ["cuda", "cuda", "cuda:1", "cpu"]
+    with pytest.raises(ClinicalTransferError) as e:
+        resolve_device("cuda:2")
+    assert str(e.value) == ("--device cuda:2 was asked for but this machine has 2 CUDA device(s). "
+                            "Fix: use cuda:0 ... cuda:1, or cuda.")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ClinicalTransferError, match="--device cuda:0 was asked for but no CUDA device is available"):
+        resolve_device("cuda:0")
+    parser = build_parser()
+    assert parser.parse_args(["extract", "--device", "cuda:1", "--out", "o"]).device == "cuda:1"
+    for argv, message in ((["extract", "--device", "gpu", "--out", "o"], "argument --device: 'gpu' is not a device: "
+                                                                         "use auto, cpu, cuda or cuda:N"),
+                          (["extract", "--batch", "0", "--out", "o"], "argument --batch: 0 is outside [1, inf)"),
+                          (["demo-corpus", "d", "--participants", "-3"], "argument --participants: -3 is outside [1, inf)"),
+                          (["demo-corpus", "d", "--duration-s", "0.1"], "argument --duration-s: 0.1 is outside [0.5, inf)"),
+                          (["activations", "--heldout-fraction", "1", "--out", "o"],
+                           "argument --heldout-fraction: 1 is outside [0, 1)"),
+                          (["stats", "--features", "f", "--meta", "m", "--label", "l", "--out", "o", "--alpha", "0"],
+                           "argument --alpha: 0 is outside (0, 1)"),
+                          (["train-sae", "--activations", "a", "--out", "o", "--k", "two"], "argument --k: 'two' is not "
+                                                                                          "an integer")):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args(argv)
+        assert e.value.code == 2
+        assert capsys.readouterr().err.rstrip().endswith(message)
+
+
 def test_inventory_pool_failure_falls_back_to_serial_with_a_warning(demo_small, monkeypatch):
     """A dead worker (e.g. a calling script without a __main__ guard) costs speed, not rows."""
     from concurrent.futures import Future

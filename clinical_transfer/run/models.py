@@ -23,11 +23,18 @@ from clinical_transfer.scoring import sae_hash
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; ``cuda`` without one is an error."""
+    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; ``cuda`` (or ``cuda:N``) without
+    one, or past the last one, is an error."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ClinicalTransferError("--device cuda was asked for but no CUDA device is available", "use --device cpu or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ClinicalTransferError(f"--device {name} was asked for but no CUDA device is available",
+                                        "use --device cpu or auto")
+        n = torch.cuda.device_count()
+        if ":" in name and int(name.split(":", 1)[1]) >= n:
+            raise ClinicalTransferError(f"--device {name} was asked for but this machine has {n} CUDA device(s)",
+                                        f"use cuda:0 ... cuda:{n - 1}, or cuda")
     return name
 
 
