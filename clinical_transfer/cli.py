@@ -13,7 +13,7 @@ from pathlib import Path
 
 from clinical_transfer.encoders.registry import encoder_names
 from clinical_transfer.errors import ClinicalTransferError
-from clinical_transfer.guardrails import BANNER
+from clinical_transfer.guardrails import BANNER, DEFAULT_MIN_CELL
 from clinical_transfer.run import commands as run
 from clinical_transfer.run.commands import DataOptions
 from clinical_transfer.run.inventory import summary_text
@@ -178,6 +178,8 @@ def _number(kind: type, low: float, high: float | None = None, low_open: bool = 
 COUNT = _number(int, 1)
 """A count of at least one (participants, batch, draws, top rows, seeds, k, ...)."""
 SEED = _number(int, 0)
+MIN_CELL = _number(int, DEFAULT_MIN_CELL)
+"""The small-cell threshold: never below the guardrail's 10 (a run config is held to the same floor)."""
 POSITIVE = _number(float, 0, low_open=True)
 
 
@@ -262,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, default, help_ in (
             ("--permutations", SEED, 1000, "Freedman-Lane permutations for the family-wise p (0 = none)"),
             ("--seed", SEED, 0, ""), ("--alpha", _number(float, 0, 1, True, True), 0.05, "FDR level"),
-            ("--min-cell", COUNT, 10, "suppress families with fewer participants"),
-            ("--min-stratum", COUNT, 20, "participants a side for a confound stratum to be estimated")):
+            ("--min-cell", MIN_CELL, 10, "suppress families with fewer participants (10 or more: GUARDRAILS)"),
+            ("--min-stratum", MIN_CELL, 20, "participants a side for a confound stratum to be estimated")):
         p.add_argument(flag, type=kind, default=default, help=help_ or None)
     p.add_argument("--allow-small-groups", action="store_true", help="record unfittable groups as suppressed")
     p.add_argument("--out", required=True, help="output folder")
@@ -346,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "audit", _cmd_audit, "re-check a run folder against the guardrails (exit 1 on any violation)")
     p.add_argument("run_dir")
     p.add_argument("--corpus-ids", default=None, help="CSV with an 'id' column of raw corpus ids to look for")
-    p.add_argument("--min-cell", type=COUNT, default=10)
+    p.add_argument("--min-cell", type=MIN_CELL, default=DEFAULT_MIN_CELL,
+                   help="small-cell threshold the tables must honour (10 or more: a lower one would pass small cells)")
 
     p = _verb(sub, "build-default-sae", _cmd_build_default_sae, "regenerate the embedded default SAE", quiet=True)
     for flag, default, help_ in (("--out", None, "default: the package's own folder"),

@@ -284,7 +284,10 @@ def test_devices_and_numeric_options_are_checked_when_parsed(monkeypatch, capsys
                           (["stats", "--features", "f", "--meta", "m", "--label", "l", "--out", "o", "--alpha", "0"],
                            "argument --alpha: 0 is outside (0, 1)"),
                           (["train-sae", "--activations", "a", "--out", "o", "--k", "two"], "argument --k: 'two' is not "
-                                                                                          "an integer")):
+                                                                                          "an integer"),
+                          (["stats", "--features", "f", "--meta", "m", "--label", "l", "--out", "o", "--min-cell", "3"],
+                           "argument --min-cell: 3 is outside [10, inf)"),
+                          (["audit", "run", "--min-cell", "2"], "argument --min-cell: 2 is outside [10, inf)")):
         with pytest.raises(SystemExit) as e:
             parser.parse_args(argv)
         assert e.value.code == 2
