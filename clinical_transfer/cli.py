@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positive-controls", default="age,sex", help="labels run the same way as positive controls")
     for flag, kind, default, help_ in (
             ("--permutations", SEED, 1000, "Freedman-Lane permutations for the family-wise p (0 = none)"),
-            ("--seed", SEED, 0, ""), ("--alpha", _number(float, 0, 1, True, True), 0.05, "FDR level"),
+            ("--seed", SEED, 0, ""), ("--alpha", _number(float, 0, 0.5, low_open=True), 0.05, "FDR level, in (0, 0.5] as in a run config"),
             ("--min-cell", MIN_CELL, 10, "suppress families with fewer participants (10 or more: GUARDRAILS)"),
             ("--min-stratum", MIN_CELL, 20, "participants a side for a confound stratum to be estimated")):
         p.add_argument(flag, type=kind, default=default, help=help_ or None)

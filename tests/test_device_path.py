@@ -281,8 +281,8 @@ def test_devices_and_numeric_options_are_checked_when_parsed(monkeypatch, capsys
                           (["demo-corpus", "d", "--duration-s", "0.1"], "argument --duration-s: 0.1 is outside [0.5, inf)"),
                           (["activations", "--heldout-fraction", "1", "--out", "o"],
                            "argument --heldout-fraction: 1 is outside [0, 1)"),
-                          (["stats", "--features", "f", "--meta", "m", "--label", "l", "--out", "o", "--alpha", "0"],
-                           "argument --alpha: 0 is outside (0, 1)"),
+                          (["stats", "--features", "f", "--meta", "m", "--label", "l", "--out", "o", "--alpha", "0.6"],
+                           "argument --alpha: 0.6 is outside (0, 0.5]"),
                           (["train-sae", "--activations", "a", "--out", "o", "--k", "two"], "argument --k: 'two' is not "
                                                                                           "an integer"),
                           (["stats", "--features", "f", "--meta", "m", "--label", "l", "--out", "o", "--min-cell", "3"],
