@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
 from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
-from clinical_transfer.hashing import sha256_file, stable_unit
+from clinical_transfer.hashing import sha256_file, sha256_text, stable_unit
 
 FORMAT = "clinical-transfer-activations/1"
 
@@ -35,6 +35,37 @@ def heldout_participants(participants: pd.Series, fraction: float, seed: int) ->
     ids = sorted(set(participants.astype(str)))
     score = {p: stable_unit(f"{seed}:{p}") for p in ids}
     return {p for p in ids if score[p] < fraction}
+
+
+PROGRESS = "progress.json"
+"""An unfinished dump's journal (gone once manifest.json is written): its settings, the shards written so
+far and each encoded recording's token count, so a killed dump resumes instead of starting over."""
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)  # a kill mid-write leaves the previous journal, never half of one
+
+
+def _resume_point(out: Path, settings: dict) -> tuple[list[dict], list[tuple[str, str, int]]]:
+    """Shards and encoded recordings of an unfinished dump in ``out`` made with ``settings`` (else none);
+    a journal of other settings is one clear error."""
+    path = out / PROGRESS
+    if not path.is_file():
+        return [], []
+    with reading(f"the unfinished activation dump {out}", "delete the folder (or pass --overwrite) to start over"):
+        journal = read_json(path)
+        shards, encoded = journal["shards"], [tuple(r) for r in journal["encoded"]]
+        for sh in shards:
+            if not (out / sh["file"]).is_file() or sha256_file(out / sh["file"]) != sh["sha256"]:
+                raise ValueError(f"shard {sh['file']} is missing or changed since it was written")
+    changed = sorted(k for k in settings.keys() | journal["settings"].keys()
+                     if settings.get(k) != journal["settings"].get(k))
+    if changed:
+        raise ClinicalTransferError(f"{out} holds an unfinished dump made with other settings ({', '.join(changed)})",
+                                    "use a new --out, or pass --overwrite to start this one over")
+    return shards, encoded
 
 
 def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout_fraction: float = 0.2,
@@ -47,15 +78,37 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
     ``reader`` turns source locators into bytes (the corpus adapter's ``read_sources``). ``heldout``: the
     participant ids of the held-out split when the caller has chosen them (else a seeded
     ``heldout_fraction`` of the participants).
+
+    Resumable: after every shard, :data:`PROGRESS` records the shards and each encoded recording's token
+    count. A dump killed part way and started again with the same recordings, encoder and settings skips
+    the recordings whose tokens are all in written shards, re-encodes the rest (dropping the part of the
+    first one already written) and ends with the same files as an uninterrupted dump (tested). A recording
+    that vanished since the inventory is counted in the manifest (``n_vanished``), not lost silently.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ok = recordings[recordings["status"] == "ok"].sort_values("recording_id", kind="stable")
     held = heldout if heldout is not None else heldout_participants(ok["participant_id"], heldout_fraction, seed)
     split_of = {r: ("heldout" if p in held else "train") for r, p in zip(ok["source"], ok["participant_id"].astype(str))}
+    settings = {"format": FORMAT, "encoder_id": encoder.id(), "layer": encoder.layer, "dtype": dtype,
+                "shard_tokens": shard_tokens, "seed": seed, "heldout_fraction": heldout_fraction,
+                "recordings_sha256": sha256_text("\n".join(f"{r}|{a}|{split_of[s]}" for r, a, s in zip(
+                    ok["recording_id"].astype(str), ok["audio_sha256"].astype(str), ok["source"])))}
+    shards, encoded = _resume_point(out, settings)
+    # tokens of each split already in shards, and how many of them each recording still has to skip
+    flushed = {sp: sum(sh["n_tokens"] for sh in shards if sh["split"] == sp) for sp in ("train", "heldout")}
+    skip: dict[str, int] = {}
+    before = dict.fromkeys(flushed, 0)
+    for src, sp, n in encoded:
+        skip[src] = min(n, max(flushed[sp] - before[sp], 0))
+        before[sp] += n
+    done = {src for src, sp, n in encoded if skip[src] == n}
+    encoded = [r for r in encoded if r[0] in done]  # the rest is encoded again
     buffers: dict[str, list[np.ndarray]] = {"train": [], "heldout": []}
-    shards: list[dict] = []
     counts = {"train": 0, "heldout": 0}
+    for _, sp, _ in encoded:
+        counts[sp] += 1
+    vanished: list[str] = []
 
     def flush(split: str, force: bool = False) -> None:
         while buffers[split] and (force or sum(len(b) for b in buffers[split]) >= shard_tokens):
@@ -66,21 +119,25 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
             shards.append({"file": name, "split": split, "n_tokens": int(len(take)),
                            "sha256": sha256_file(out / name)})
             buffers[split] = [rest] if len(rest) else []
+            _write_json(out / PROGRESS, {"settings": settings, "shards": shards, "encoded": encoded})
             if force and not len(rest):
                 break
 
-    bar = tqdm(total=len(ok), desc=f"activations ({encoder.name})", unit="rec", disable=None if progress else True)
+    todo = [src for src in ok["source"] if src not in done]
+    bar = tqdm(total=len(ok), initial=len(done), desc=f"activations ({encoder.name})", unit="rec",
+               disable=None if progress else True)
 
     def run(items):
         states = encoder.hidden_states([y for _, y in items])
         for (src, _), s in zip(items, states):
             split = split_of[src]
-            buffers[split].append(s.numpy())
+            encoded.append((src, split, int(len(s))))
+            buffers[split].append(s.numpy()[skip.get(src, 0):])
             counts[split] += 1
             flush(split)
         bar.update(len(items))
 
-    for items in batched_waveforms(reader(ok["source"].tolist()), encoder.sample_rate, batch):
+    for items in batched_waveforms(reader(todo), encoder.sample_rate, batch, vanished.append):
         run(items)
     bar.close()
     for split in buffers:
@@ -89,9 +146,10 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
         "format": FORMAT, "encoder": encoder.name, "encoder_id": encoder.id(), "layer": encoder.layer,
         "layer_convention": encoder.layer_convention, "width": encoder.width,
         "frames_per_second": encoder.frames_per_second, "dtype": dtype, "heldout_fraction": heldout_fraction,
-        "seed": seed, "n_recordings": counts, "shards": shards,
+        "seed": seed, "n_recordings": counts, "shards": shards, "n_vanished": len(vanished),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (out / PROGRESS).unlink(missing_ok=True)
     return out
 
 

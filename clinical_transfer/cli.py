@@ -101,7 +101,14 @@ def _cmd_stats(a):
 
 
 def _cmd_activations(a):
-    enc = run.activations(_data(a), Path(a.out), a.encoder, a.model, a.layer, a.heldout_fraction, not a.quiet)
+    from clinical_transfer.activations import PROGRESS
+
+    if (Path(a.out) / PROGRESS).is_file() and not a.overwrite:
+        _say(f"resuming the unfinished dump in {a.out} (pass --overwrite to start it over)")
+    else:
+        _out(a)
+    enc = run.activations(_data(a), Path(a.out), a.encoder, a.model, a.layer, a.heldout_fraction, not a.quiet,
+                          a.device)
     _say(f"activations of {enc.name} layer {enc.layer} written to {a.out}")
 
 
@@ -274,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
               data=True, encoder=True)
     p.add_argument("--heldout-fraction", type=_number(float, 0, 1, high_open=True), default=0.2,
                    help="share of participants held out")
+    p.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", required=True)
 
     p = _verb(sub, "extract", _cmd_extract, "score every recording: encoder -> SAE -> per-recording aggregates",

@@ -47,3 +47,63 @@ def test_default_sae_ships_with_its_held_out_numbers():
     held = json.loads((DEFAULT_DIR / "test_eval" / "summary.json").read_text())
     assert summary["encoder"] == "ge2e" and summary["layer"] == 3
     assert held["fve"] > 0.8 and held["l0"] == pytest.approx(4.0)
+
+
+def test_a_killed_dump_resumes_to_the_same_files_and_other_settings_are_refused(demo_small_recordings, tmp_path):
+    """Dumping a 12B model's states over a corpus is hours of GPU: a dump killed after some shards goes on
+    from its journal and ends byte-identical to an uninterrupted one (shards cut mid-recording included);
+    the journal of another encoder layer or shard size is refused; a vanished recording is counted."""
+    import hashlib
+
+    from clinical_transfer.activations import PROGRESS, dump_activations
+    from clinical_transfer.audio import read_files
+    from clinical_transfer.encoders import get_encoder
+    from clinical_transfer.errors import ClinicalTransferError
+
+    recs = demo_small_recordings[demo_small_recordings["status"] == "ok"].head(40)
+    enc = get_encoder("ge2e", layer=3)
+    whole = dump_activations(recs, enc, tmp_path / "whole", shard_tokens=700, batch=4, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def dying_reader(after):
+        def read(sources):
+            for i, item in enumerate(read_files(sources)):
+                if i == after:
+                    raise Killed
+                yield item
+        return read
+
+    part = tmp_path / "part"
+    for after in (13, 10):  # killed twice, each time after some shards were written (10 of those left)
+        with pytest.raises(Killed):
+            dump_activations(recs, enc, part, shard_tokens=700, batch=4, progress=False, reader=dying_reader(after))
+        assert (part / PROGRESS).is_file() and not (part / "manifest.json").exists()
+    journal = json.loads((part / PROGRESS).read_text())
+    assert len(journal["shards"]) >= 3
+    with pytest.raises(ClinicalTransferError) as e:
+        dump_activations(recs, enc, part, shard_tokens=500, batch=4, progress=False)
+    assert str(e.value) == (f"{part} holds an unfinished dump made with other settings (shard_tokens). Fix: use a "
+                            "new --out, or pass --overwrite to start this one over.")
+    read = []
+
+    def counting(sources):
+        for item in read_files(sources):
+            read.append(item[0])
+            yield item
+
+    dump_activations(recs, enc, part, shard_tokens=700, batch=4, progress=False, reader=counting)
+    assert not (part / PROGRESS).exists()
+    assert 0 < len(read) < len(recs) - 13  # only what the shards did not hold yet was encoded again
+
+    def files(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    assert files(part) == files(whole) and len(files(whole)) > 5
+
+    gone = recs.copy()
+    gone.loc[gone.index[5], "source"] = str(tmp_path / "vanished.wav")
+    dump_activations(gone, enc, tmp_path / "gone", shard_tokens=700, batch=4, progress=False)
+    manifest = json.loads((tmp_path / "gone" / "manifest.json").read_text())
+    assert manifest["n_vanished"] == 1 and sum(manifest["n_recordings"].values()) == len(recs) - 1

@@ -193,13 +193,14 @@ def extract(opts: DataOptions, out: Path, encoder: str, model: str | None, layer
 
 
 def activations(opts: DataOptions, out: Path, encoder: str, model: str | None, layer: int,
-                heldout_fraction: float, progress: bool):
+                heldout_fraction: float, progress: bool, device: str = "cpu"):
     from clinical_transfer.activations import dump_activations  # start-up time: torch
-    from clinical_transfer.run.models import resolve_models
+    from clinical_transfer.run.models import resolve_device, resolve_models
 
     cfg, _ = resolve_config(opts)
+    device = resolve_device(device)  # before the inventory: a missing GPU is known at once
     inv = run_inventory(cfg, out / "inventory", progress=progress)
-    enc = resolve_models(encoder, layer, model, device="cpu", need_sae=False).encoder
+    enc = resolve_models(encoder, layer, model, device=device, need_sae=False).encoder
     dump_activations(inv.recordings, enc, out, heldout_fraction, cfg.seed, progress=progress,
                      reader=inv.adapter.read_sources)
     return enc
