@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clinical-transfer",
                                      description=f"What frozen audio models 'hear' in public clinical audio. {BANNER}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = sub.add_parser("run-overlay", add_help=False, help="the main job: corpus -> inventory -> encoder -> SAE -> "
+                       "correlate overlays (the same as the run-overlay command; run-overlay --help)")
+    p.set_defaults(func=lambda a: run_overlay_main([]))  # listed for --help; main() hands the arguments over
     p = _verb(sub, "demo-corpus", _cmd_demo_corpus, "write the synthetic demo corpus in Coswara's layout", quiet=True)
     p.add_argument("out", help="folder to write")
     p.add_argument("--participants", type=COUNT, default=160)
@@ -369,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
 @_guarded
 def main(argv: list[str] | None = None) -> int:
     """``clinical-transfer VERB ...`` (also ``python -m clinical_transfer``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run-overlay"]:  # the main job under its own parser, whatever its options
+        return run_overlay_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args) or 0
 

@@ -214,7 +214,8 @@ def test_case6_a_corrupt_cache_entry_is_recomputed(tmp_path):
     assert cache.corrupt == 2
 
 
-def test_case8_placeholder_and_short_salts_are_refused_and_never_recorded_plainly(tmp_path, demo_small, monkeypatch):
+def test_case8_placeholder_and_short_salts_are_refused_and_never_recorded_plainly(tmp_path, demo_small, monkeypatch,
+                                                                                  capsys):
     import hashlib
     import json
 
@@ -230,6 +231,11 @@ def test_case8_placeholder_and_short_salts_are_refused_and_never_recorded_plainl
     assert inv() == 2
     salt = "a-private-salt-from-a-file-0123"
     (tmp_path / "salt.txt").write_text(salt + "\n")
+    (tmp_path / "empty.txt").write_text("\n")
+    capsys.readouterr()
+    assert inv("--salt-file", str(tmp_path / "empty.txt")) == 2  # was: "the salt is the shipped placeholder"
+    assert f"error: --salt-file {tmp_path / 'empty.txt'} is empty. Fix: write the salt on its first line." \
+        in capsys.readouterr().err
     assert inv("--salt-file", str(tmp_path / "salt.txt")) == 0
     text = (tmp_path / "o" / "manifest.json").read_text()
     recorded = json.loads(text)["config"]["guardrails"]["salt"]

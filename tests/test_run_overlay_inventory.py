@@ -1,6 +1,7 @@
 """run-overlay on the demo corpus and on the real sample: the inventory stage end to end."""
 
 import pandas as pd
+import pytest
 
 from clinical_transfer.cli import main, run_overlay_main
 from clinical_transfer.guardrails import BANNER
@@ -27,6 +28,21 @@ def test_run_overlay_demo_writes_a_guarded_inventory(tmp_path, capsys):
     for f in out.rglob("*"):
         if f.suffix in (".csv", ".json", ".md"):
             assert BANNER in f.read_text(), f
+
+
+def test_clinical_transfer_run_overlay_is_the_run_overlay_command(tmp_path, capsys):
+    """A newcomer types `clinical-transfer run-overlay ...`: the main job, with run-overlay's own options
+    (it was 'invalid choice'), and it is listed in clinical-transfer --help."""
+    out = tmp_path / "run"
+    assert main(["run-overlay", "--demo", "--quiet", "--inventory-only", "--config", str(small_demo_config(tmp_path)),
+                 "--out", str(out)]) == 0
+    assert "status: ok 105, missing 1, unreadable 1, silent 1, too_short 0" in capsys.readouterr().out
+    assert main(["run-overlay", "--dataset", "nosuch", "--data-root", str(tmp_path), "--salt", "x" * 20,
+                 "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown dataset 'nosuch'.")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "run-overlay      the main job" in capsys.readouterr().out
 
 
 def test_real_sample_through_run_overlay(tmp_path, coswara_dir, capsys):

@@ -81,7 +81,9 @@ def read_salt(salt: str | None, salt_file: str | None) -> str | None:
         except (OSError, UnicodeDecodeError) as exc:
             raise ClinicalTransferError(f"cannot read --salt-file {salt_file}: {exc}",
                                         "give a text file whose first line is the salt") from None
-        return text.splitlines()[0].strip() if text else ""
+        if not text:
+            raise ClinicalTransferError(f"--salt-file {salt_file} is empty", "write the salt on its first line")
+        return text.splitlines()[0].strip()
     return os.environ.get(SALT_ENV) or None
 
 
