@@ -14,6 +14,7 @@ so a dump larger than RAM can still be sampled from.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
+from clinical_transfer.background import Prefetch, Writer
 from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
 from clinical_transfer.hashing import sha256_file, sha256_text, stable_unit
 
@@ -82,7 +84,9 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
     Resumable: after every shard, :data:`PROGRESS` records the shards and each encoded recording's token
     count. A dump killed part way and started again with the same recordings, encoder and settings skips
     the recordings whose tokens are all in written shards, re-encodes the rest (dropping the part of the
-    first one already written) and ends with the same files as an uninterrupted dump (tested). A recording
+    first one already written) and ends with the same files as an uninterrupted dump (tested with GE2E;
+    an encoder that pads clips into shared passes, as the transformers ones do, can differ in the last
+    float bits of the recording cut by the kill, as any change of batching does). A recording
     that vanished since the inventory is counted in the manifest (``n_vanished``), not lost silently.
     """
     out = Path(out)
@@ -110,38 +114,67 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
         counts[sp] += 1
     vanished: list[str] = []
 
+    device_states = getattr(encoder, "device_hidden_states", None)
+    on_gpu = device_states is not None and torch.device(getattr(encoder, "device", "cpu")).type != "cpu"
+    writer = Writer() if on_gpu else None  # shard files (GBs at a 12B model's width) written beside the GPU's work
+    named_shards = {sp: sum(sh["split"] == sp for sh in shards) for sp in ("train", "heldout")}
+
+    def write_shard(name: str, split: str, take: np.ndarray, encoded_then: list) -> None:
+        np.save(out / name, take)
+        shards.append({"file": name, "split": split, "n_tokens": int(len(take)), "sha256": sha256_file(out / name)})
+        _write_json(out / PROGRESS, {"settings": settings, "shards": shards, "encoded": encoded_then})
+
     def flush(split: str, force: bool = False) -> None:
         while buffers[split] and (force or sum(len(b) for b in buffers[split]) >= shard_tokens):
             arr = np.concatenate(buffers[split]).astype(dtype)
             take, rest = arr[:shard_tokens], arr[shard_tokens:]
-            name = f"{split}_{sum(s['split'] == split for s in shards):05d}.npy"
-            np.save(out / name, take)
-            shards.append({"file": name, "split": split, "n_tokens": int(len(take)),
-                           "sha256": sha256_file(out / name)})
+            name = f"{split}_{named_shards[split]:05d}.npy"
+            named_shards[split] += 1
+            if writer is not None:
+                writer.submit(write_shard, name, split, take, list(encoded))
+            else:
+                write_shard(name, split, take, encoded)
             buffers[split] = [rest] if len(rest) else []
-            _write_json(out / PROGRESS, {"settings": settings, "shards": shards, "encoded": encoded})
             if force and not len(rest):
                 break
+
+    def states_of(ys: list[np.ndarray]) -> list[np.ndarray]:
+        """Host arrays per recording. A device encoder's states are cast to the dump's dtype on the device
+        and cross in one copy per chunk (not one synchronising copy per clip, in float32); the casts round
+        the same way (to nearest even), so the shards equal the host path's (tested)."""
+        if device_states is None:
+            return [st.numpy() for st in encoder.hidden_states(ys)]
+        states = device_states(ys)
+        if not states:
+            return []
+        flat = torch.cat(states).to(getattr(torch, dtype)).cpu().numpy()
+        return np.split(flat, np.cumsum([len(st) for st in states])[:-1])
 
     todo = [src for src in ok["source"] if src not in done]
     bar = tqdm(total=len(ok), initial=len(done), desc=f"activations ({encoder.name})", unit="rec",
                disable=None if progress else True)
 
     def run(items):
-        states = encoder.hidden_states([y for _, y in items])
-        for (src, _), s in zip(items, states):
+        for (src, _), st in zip(items, states_of([y for _, y in items])):
             split = split_of[src]
-            encoded.append((src, split, int(len(s))))
-            buffers[split].append(s.numpy()[skip.get(src, 0):])
+            encoded.append((src, split, int(len(st))))
+            buffers[split].append(st[skip.get(src, 0):])
             counts[split] += 1
             flush(split)
         bar.update(len(items))
 
-    for items in batched_waveforms(reader(todo), encoder.sample_rate, batch, vanished.append):
-        run(items)
+    # on a GPU: >= 256 clips per call (the encoder plans its own token-budget passes), decoded on several
+    # threads while it works on the previous ones, as in scoring
+    chunk, threads = (max(batch, 256), min(8, os.cpu_count() or 1)) if on_gpu else (batch, 1)
+    try:
+        for items in Prefetch(batched_waveforms(reader(todo), encoder.sample_rate, chunk, vanished.append, threads)):
+            run(items)
+        for split in buffers:
+            flush(split, force=True)
+    finally:
+        if writer is not None:
+            writer.close()  # the shards queued so far are written (and journalled) even when a chunk failed
     bar.close()
-    for split in buffers:
-        flush(split, force=True)
     manifest = {
         "format": FORMAT, "encoder": encoder.name, "encoder_id": encoder.id(), "layer": encoder.layer,
         "layer_convention": encoder.layer_convention, "width": encoder.width,

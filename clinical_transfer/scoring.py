@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from clinical_transfer import guardrails
 from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
+from clinical_transfer.background import Prefetch, Writer
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.hashing import salt_digest, stable_bucket
 from clinical_transfer.store import (
@@ -157,89 +157,6 @@ class _tf32:
 
     def __exit__(self, *exc):
         torch.backends.cuda.matmul.allow_tf32 = self.was
-
-
-class _Prefetch:
-    """Run an iterator in a background thread, a bounded number of items ahead.
-
-    Why: decoding and resampling run on the CPU while the accelerator encodes the previous batch, so the
-    GPU does not wait on the disk; the bound keeps memory flat. Errors are re-raised in the consumer.
-    """
-
-    def __init__(self, iterator, depth: int = 2):
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(iterator,), daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, iterator) -> None:
-        try:
-            for item in iterator:
-                if not self._put(("item", item)):
-                    return
-            self._put(("done", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            self._put(("error", exc))
-
-    def __iter__(self):
-        try:
-            while True:
-                kind, item = self._q.get()
-                if kind == "done":
-                    return
-                if kind == "error":
-                    raise item
-                yield item
-        finally:
-            self._stop.set()
-
-
-class _Writer:
-    """One background thread that runs submitted jobs in order, at most ``depth`` waiting.
-
-    Why: collecting a chunk's aggregates from the GPU synchronises on it, and writing the cache is
-    host work; on a second thread both overlap the next chunk's encoder passes. A job's error is
-    re-raised in the submitting thread (at the next ``submit`` or at ``close``), never lost.
-    """
-
-    def __init__(self, depth: int = 1):
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            job = self._q.get()
-            if job is None:
-                return
-            if self._error is None:
-                try:
-                    job[0](*job[1:])
-                except BaseException as exc:  # noqa: BLE001 - handed to the submitting thread
-                    self._error = exc
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def submit(self, fn, *args) -> None:
-        self._raise()
-        self._q.put((fn, *args))
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
-        self._raise()
 
 
 def in_shard(recording_id: str, shard: tuple[int, int]) -> bool:
@@ -392,7 +309,7 @@ def score_recordings(
         tick("sae_aggregate", t)
         keep(items, scored_all)
 
-    writer = _Writer() if device_states is not None else None
+    writer = Writer() if device_states is not None else None
 
     def run(items: list[tuple[int, np.ndarray]]) -> None:
         t = time.perf_counter()
@@ -423,7 +340,7 @@ def score_recordings(
     chunk, threads = (max(batch, 256), min(8, os.cpu_count() or 1)) if on_gpu else (batch, 1)
     waiting = time.perf_counter()
     # the first chunk small (the GPU starts sooner), then full chunks
-    for items in _Prefetch(batched_waveforms(reader(list(src_row)), encoder.sample_rate, chunk, vanished, threads,
+    for items in Prefetch(batched_waveforms(reader(list(src_row)), encoder.sample_rate, chunk, vanished, threads,
                                              first=min(chunk, 32) if on_gpu else None)):
         tick("wait_audio", waiting)
         run([(src_row[src], y) for src, y in items])

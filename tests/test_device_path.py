@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from clinical_transfer import hashing
+from clinical_transfer.background import Prefetch as _Prefetch
 from clinical_transfer.sae import SAEConfig, SparseAutoencoder
-from clinical_transfer.scoring import _Prefetch, aggregate_codes, sae_hash, score_recordings
+from clinical_transfer.scoring import aggregate_codes, sae_hash, score_recordings
 from clinical_transfer.store import aggregate
 
 

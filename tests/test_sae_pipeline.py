@@ -107,3 +107,45 @@ def test_a_killed_dump_resumes_to_the_same_files_and_other_settings_are_refused(
     dump_activations(gone, enc, tmp_path / "gone", shard_tokens=700, batch=4, progress=False)
     manifest = json.loads((tmp_path / "gone" / "manifest.json").read_text())
     assert manifest["n_vanished"] == 1 and sum(manifest["n_recordings"].values()) == len(recs) - 1
+
+
+def test_a_device_encoders_dump_equals_the_host_paths(tiny_gemma, demo_small_recordings, tmp_path):
+    """The GPU path of a dump (states cast to float16 on the encoder's device, one copy per chunk) writes the
+    same shards, byte for byte, as the host path (float32 per clip, cast on the host): run on the CPU with
+    a tiny random Gemma 4, whose encoder has both."""
+    import hashlib
+
+    import torch
+
+    from clinical_transfer.activations import dump_activations
+    from clinical_transfer.encoders import get_encoder
+
+    class HostOnly:  # the same encoder without device_hidden_states: the host path
+        def __init__(self, enc):
+            self._enc = enc
+
+        def __getattr__(self, name):
+            if name == "device_hidden_states":
+                raise AttributeError(name)
+            return getattr(self._enc, name)
+
+    class SaysGPU(HostOnly):  # reports a CUDA device: the GPU branch (big chunks, decode threads, shard
+        device = torch.device("cuda")  # writer thread) runs, the arithmetic stays on the CPU
+
+        def device_hidden_states(self, ys):
+            return self._enc.device_hidden_states(ys)
+
+    recs = demo_small_recordings[demo_small_recordings["status"] == "ok"].head(24)
+    enc = get_encoder("gemma", model=str(tiny_gemma[0]), layer=4)
+    device = dump_activations(recs, enc, tmp_path / "device", shard_tokens=300, batch=5, progress=False)
+    host = dump_activations(recs, HostOnly(enc), tmp_path / "host", shard_tokens=300, batch=5, progress=False)
+    # the GPU branch hands the encoder 256 clips at a time; its passes differ from 5-clip calls, and padded
+    # batches differ in the last float bits, so it is compared with the same chunking on the plain path
+    gpu_branch = dump_activations(recs, SaysGPU(enc), tmp_path / "gpu", shard_tokens=300, batch=5, progress=False)
+    same_chunks = dump_activations(recs, enc, tmp_path / "chunks", shard_tokens=300, batch=256, progress=False)
+
+    def files(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    assert files(device) == files(host) and len(files(host)) > 4
+    assert files(gpu_branch) == files(same_chunks)
