@@ -15,8 +15,8 @@ decoder layers; nothing is downloaded) and measures in one run: the bf16 matmul 
 capture (audio-s/s, MFU, padding) for clip-count batches as shipped before and for token-budget
 batches; end-to-end scoring (``score_recordings`` = what ``extract`` runs, with a 3840 -> 30,720 TopK-128
 SAE on the GPU) on a 40-participant demo corpus and its ratio to raw capture on the same clips, and the
-same at steady state (600 clips of 8 s, where the pipeline's fill and drain weigh ~5x less); GPU
-utilisation; time shares of each stage; and the one-off costs (first and remembered weight digests,
+same at steady state (600 clips of 8 s, where the pipeline's fill and drain weigh ~5x less), eager and
+compiled; an activation dump of those clips (float16 shards) vs raw capture; GPU utilisation; time shares of each stage; and the one-off costs (first and remembered weight digests,
 model load, SAE digest, serial / parallel / cached inventory). A random-weight model is a test double
 for the code path and its speed; nothing it produces is a result.
 
@@ -455,20 +455,17 @@ def gemma_random_section(tiny: bool, json_path: Path) -> dict:
     check("on-device aggregation == numpy aggregation of the same codes", same, f"{len(states)} recordings")
     save()
 
-    # 7b. steady state: the demo's 2,856 s are ~2 s of GPU work, so the pipeline's fill (first chunk's
-    # decode) and drain (last chunk's aggregates and writes) weigh on its ratio far more than on a
-    # corpus (Coswara: ~65 h). Here: 600 clips of 8 s at 48 kHz written as WAV (decode + resample are
-    # part of the work), scored end to end, against raw capture of the same clips; and the inventory's
-    # per-recording cost serial vs the pool on them.
+    # 600 clips of 8 s at 48 kHz written as WAV (decode + resample are part of the work): the demo's
+    # 2,856 s are ~2 s of GPU work, so the pipeline's fill (first chunk's decode) and drain (last chunk's
+    # aggregates and writes) weigh on its ratio far more than on a corpus (Coswara: ~65 h)
     steady = steady_state_files(work / "steady", 48 if tiny else 600)
-    rep["steady_state"] = steady_state(enc, sae, digest, steady, work, ("fp32", "tf32"))
-    print(f"steady state: {rep['steady_state']}", flush=True)
-    save()
 
-    # 8. torch.compile of the decoder (optional; only with time to spare)
-    if not tiny and time.perf_counter() - t_all < 240 and dev.type == "cuda":
+    # 8. torch.compile of the decoder (before the steady-state sections: it is the MFU figure; the eager
+    # decoder is put back afterwards)
+    if not tiny and time.perf_counter() - t_all < 200 and dev.type == "cuda":
+        eager = enc.model.language_model
         try:
-            enc.model.language_model = torch.compile(enc.model.language_model, dynamic=True)
+            enc.model.language_model = torch.compile(eager, dynamic=True)
             t = time.perf_counter()
             enc.device_hidden_states(clips)
             compile_s = time.perf_counter() - t
@@ -491,7 +488,29 @@ def gemma_random_section(tiny: bool, json_path: Path) -> dict:
                                                         tag="_c")
         except Exception as exc:  # report, do not fail the run
             rep["raw_capture"]["compiled"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        finally:
+            enc.model.language_model = eager
         print(f"compiled: {rep['raw_capture']['compiled']}", flush=True)
+        save()
+
+    # 9. steady state, eager: end to end fp32 / tf32 vs raw capture on the 600 clips; the inventory's
+    # per-recording cost serial vs the pool on them
+    rep["steady_state"] = steady_state(enc, sae, digest, steady, work, ("fp32", "tf32"))
+    print(f"steady state: {rep['steady_state']}", flush=True)
+    save()
+
+    # 10. an activation dump of the 600 clips (float16 shards, the SAE-training path at other layers)
+    from clinical_transfer.activations import dump_activations
+
+    t = time.perf_counter()
+    dump = dump_activations(steady, enc, work / "dump", progress=False)
+    sec = time.perf_counter() - t
+    size = sum(f.stat().st_size for f in dump.glob("*.npy"))
+    rep["activation_dump"] = {"audio_s_per_s": round(rep["steady_state"]["audio_s"] / sec, 1), "seconds": round(sec, 2),
+                              "ratio_to_raw": round(rep["steady_state"]["audio_s"] / sec
+                                                    / rep["steady_state"]["raw_capture_audio_s_per_s"], 3),
+                              "gb_written": round(size / 1e9, 2)}
+    print(f"activation dump: {rep['activation_dump']}", flush=True)
     save()
     shutil.rmtree(work, ignore_errors=True)
     return rep
