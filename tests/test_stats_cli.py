@@ -82,7 +82,8 @@ def test_a_number_confound_with_text_cells_is_refused_and_a_coded_categorical_is
     assert n > 10
     assert err == (f"error: confound 'age' holds {n} distinct numbers but 4 row(s) hold text ('n/a', 'unknown'); "
                    "as text, every number would become its own category. Fix: make those cells empty (they are then "
-                   "dropped as missing, and counted) or numbers.")
+                   "dropped as missing, and counted) or numbers; for a category coded with numbers (date codes), give "
+                   "every value a text form, e.g. w20200415.")
     m = pd.read_csv(files / "M.csv")
     m["age"] = pd.to_numeric(m["age"], errors="coerce")  # the text cells now empty: dropped and counted
     m["wave"] = m["wave"].astype(str)

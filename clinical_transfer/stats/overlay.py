@@ -87,7 +87,9 @@ def _check_confound_types(meta: pd.DataFrame, confounds: list[str]) -> None:
     Why: read as text, such a column is one-hot coded, one dummy per distinct number — an age column
     becomes ~60 indicators, a near-saturated design that adjusts for nothing sensible (the failure this
     package shipped once). A few numeric codes among text (a categorical ``wave`` of 1, 2, ``unknown``)
-    are fine: only a column with more than 10 distinct numbers is taken for a numeric one.
+    are fine: only a column with more than 10 distinct numbers is taken for a numeric one. A category coded
+    with many numbers (date codes) and a few words is refused too; the message says how to keep it a
+    category.
     """
     for name in confounds:
         s = meta[name]
@@ -102,7 +104,8 @@ def _check_confound_types(meta: pd.DataFrame, confounds: list[str]) -> None:
             raise ClinicalTransferError(
                 f"confound {name!r} holds {num.nunique()} distinct numbers but {len(words)} row(s) hold text "
                 f"({examples}); as text, every number would become its own category",
-                "make those cells empty (they are then dropped as missing, and counted) or numbers")
+                "make those cells empty (they are then dropped as missing, and counted) or numbers; for a category "
+                "coded with numbers (date codes), give every value a text form, e.g. w20200415")
 
 
 def _validate(features: pd.DataFrame, meta: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[str]]:
