@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
 from clinical_transfer.background import Prefetch, Writer
 from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
-from clinical_transfer.hashing import sha256_file, sha256_text, stable_unit
+from clinical_transfer.hashing import file_digest, sha256_text, stable_unit
 
 FORMAT = "clinical-transfer-activations/1"
 
@@ -60,7 +60,7 @@ def _resume_point(out: Path, settings: dict) -> tuple[list[dict], list[tuple[str
         journal = read_json(path)
         shards, encoded = journal["shards"], [tuple(r) for r in journal["encoded"]]
         for sh in shards:
-            if not (out / sh["file"]).is_file() or sha256_file(out / sh["file"]) != sh["sha256"]:
+            if not (out / sh["file"]).is_file() or file_digest(out / sh["file"]) != sh["sha256"]:
                 raise ValueError(f"shard {sh['file']} is missing or changed since it was written")
     changed = sorted(k for k in settings.keys() | journal["settings"].keys()
                      if settings.get(k) != journal["settings"].get(k))
@@ -121,7 +121,8 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
 
     def write_shard(name: str, split: str, take: np.ndarray, encoded_then: list) -> None:
         np.save(out / name, take)
-        shards.append({"file": name, "split": split, "n_tokens": int(len(take)), "sha256": sha256_file(out / name)})
+        # remembered (hashing.file_digest): a resumed 45 GB dump re-checks its shards without re-reading them
+        shards.append({"file": name, "split": split, "n_tokens": int(len(take)), "sha256": file_digest(out / name)})
         _write_json(out / PROGRESS, {"settings": settings, "shards": shards, "encoded": encoded_then})
 
     def flush(split: str, force: bool = False) -> None:
