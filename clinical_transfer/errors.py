@@ -49,7 +49,6 @@ def reading(what: str, fix: str):
         raise ClinicalTransferError(f"{what} is damaged or incomplete: {detail}", fix) from exc
 
 
-
 def named(path: Path, load: Callable[[Path], T]) -> T:
     """``load(path)``, with a parse error prefixed by the file's name (for :func:`reading`'s message)."""
     try:

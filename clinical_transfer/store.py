@@ -199,9 +199,9 @@ class ScoreStore:
             raise ClinicalTransferError(f"{self.folder} has no frame-level codes", "re-run extract with --frame-codes")
         with self._reading():
             ip = named(self.folder / "frames_indptr.npy", np.load)
-            sl = slice(ip[row], ip[row + 1])
-            return tuple(named(self.folder / f"frames_{n}.npy", partial(np.load, mmap_mode="r"))[sl]
-                         for n in ("indices", "values"))
+            arrays = [named(self.folder / f"frames_{n}.npy", partial(np.load, mmap_mode="r")) for n in ("indices", "values")]
+        sl = slice(ip[row], ip[row + 1])  # outside: a wrong row is the caller's error, not a damaged store
+        return arrays[0][sl], arrays[1][sl]
 
     def all_scores(self) -> list[RecordingScores]:
         """Every row's scores, reading each array file once (merging shards must not re-read per row)."""
