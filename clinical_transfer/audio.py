@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.errors import ClinicalTransferError, first_line
 
 #: A source locator and its bytes (``None`` when the source is absent), as corpus readers yield them.
 SourceBytes = tuple[str, bytes | None]
@@ -253,7 +253,7 @@ def check(data: bytes | str | Path, cfg: AudioCheckConfig = AudioCheckConfig()) 
     try:
         x, sr = decode(data)
     except Exception as exc:  # libsndfile reports corrupt/truncated files with many error types
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         msg = re.sub(r"^Error opening .*?: ", "", msg)  # drop the object repr (a memory address)
         msg = re.sub(r"^\[Errno -?\d+\] (.*?)(: '<none>')?$", r"\1", msg)  # FFmpeg's errno and empty file name
         return AudioCheck("unreadable", f"cannot decode audio: {msg}")

@@ -30,6 +30,11 @@ class ClinicalTransferError(Exception):
         return text
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none (a one-line reason)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 @contextmanager
 def reading(what: str, fix: str):
     """Turn a damaged or incomplete file of the project's own outputs into one :class:`ClinicalTransferError`.
@@ -43,7 +48,7 @@ def reading(what: str, fix: str):
     except ClinicalTransferError:
         raise
     except (OSError, ValueError, EOFError, KeyError, IndexError) as exc:  # json/pyarrow errors are ValueErrors
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        detail = first_line(exc)
         if isinstance(exc, FileNotFoundError):
             detail = f"missing file {Path(exc.filename).name if exc.filename else ''}".rstrip()
         raise ClinicalTransferError(f"{what} is damaged or incomplete: {detail}", fix) from exc
@@ -54,8 +59,7 @@ def named(path: Path, load: Callable[[Path], T]) -> T:
     try:
         return load(Path(path))
     except (ValueError, EOFError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{Path(path).name}: {first}") from exc
+        raise ValueError(f"{Path(path).name}: {first_line(exc)}") from exc
 
 
 def read_json(path: Path) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from clinical_transfer.encoders.base import plan_batches
-from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.errors import ClinicalTransferError, first_line
 from clinical_transfer.hashing import file_digest
 
 
@@ -48,8 +48,7 @@ def _pretrained(what: str, path: Path, fn, *args, **kwargs):
     except ClinicalTransferError:
         raise
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, RuntimeError, safetensors errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ClinicalTransferError(f"cannot load the {what} in {path}: {first}",
+        raise ClinicalTransferError(f"cannot load the {what} in {path}: {first_line(exc)}",
                                     "pass a complete folder written by save_pretrained: config.json, the weights "
                                     "(model.safetensors or pytorch_model.bin) and, for a speech encoder, "
                                     "preprocessor_config.json; nothing is downloaded") from exc

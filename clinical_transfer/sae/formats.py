@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.errors import ClinicalTransferError, first_line
 from clinical_transfer.sae.model import SAEConfig, SparseAutoencoder
 
 _ENC_W = ("W_enc", "encoder.weight", "enc.weight", "W_e")
@@ -140,8 +140,7 @@ def _read_tensors(file: Path) -> dict:
         try:
             return load_file(file)
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a bad header
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ClinicalTransferError(f"cannot read {file} as safetensors: {first}", fix) from exc
+            raise ClinicalTransferError(f"cannot read {file} as safetensors: {first_line(exc)}", fix) from exc
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and EOF errors alike
