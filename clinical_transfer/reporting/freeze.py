@@ -35,6 +35,19 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+RERUN = "run run-overlay again into a new --out (scores come from the cache)"
+"""How to get a good run folder when one is damaged (freeze, inspect)."""
+RESTORE = "restore it from version control, or freeze the run again"
+"""How to get a good frozen folder when one is damaged (regenerate, replicate, compare)."""
+
+
+def _require(obj, keys: tuple[str, ...], name: str) -> None:
+    """A manifest's required keys, inside :func:`~clinical_transfer.errors.reading` (a ValueError names them)."""
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise ValueError(f"{name} lacks {', '.join(missing)}")
+
+
 def _round(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
@@ -62,11 +75,9 @@ def freeze(run: str | Path, dest: str | Path) -> Path:
     if not (run / "run_manifest.json").is_file() or not (run / "overlays").is_dir():
         raise ClinicalTransferError(f"{run} is not a run folder (no run_manifest.json or overlays/)",
                                     "pass the --out folder of run-overlay")
-    with reading(f"the run folder {run}", "run run-overlay again into a new --out (scores come from the cache)"):
+    with reading(f"the run folder {run}", RERUN):
         manifest = read_json(run / "run_manifest.json")
-        missing = [k for k in ("resolved_config", "config_sha256", "inputs") if k not in manifest]
-        if missing:
-            raise ValueError(f"run_manifest.json lacks {', '.join(missing)}")
+        _require(manifest, ("resolved_config", "config_sha256", "inputs"), "run_manifest.json")
         tables = _tables(run)
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.csv"):
@@ -91,11 +102,9 @@ def read_frozen_manifest(frozen: str | Path) -> dict:
     if not (frozen / "MANIFEST.json").is_file():
         raise ClinicalTransferError(f"{frozen} is not a frozen overlay (no MANIFEST.json)",
                                     "pass a folder under reports/frozen/ (written by `clinical-transfer freeze`)")
-    with reading(f"the frozen overlay {frozen}", "restore it from version control, or freeze the run again"):
+    with reading(f"the frozen overlay {frozen}", RESTORE):
         m = read_json(frozen / "MANIFEST.json")
-        missing = [k for k in ("resolved_config", "inputs", "tables_sha256") if not isinstance(m, dict) or k not in m]
-        if missing:
-            raise ValueError(f"MANIFEST.json lacks {', '.join(missing)}")
+        _require(m, ("resolved_config", "inputs", "tables_sha256"), "MANIFEST.json")
     return m
 
 

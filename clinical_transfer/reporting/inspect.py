@@ -13,6 +13,7 @@ from rich.table import Table
 
 from clinical_transfer import guardrails
 from clinical_transfer.errors import ClinicalTransferError, named, reading
+from clinical_transfer.reporting.freeze import RERUN
 
 COLUMNS = ("segment_group", "feature", "beta_raw", "beta_adj", "attenuation", "q_adj", "auroc", "n_strata",
            "n_strata_same_sign", "heterogeneity_p", "verdict")
@@ -35,14 +36,13 @@ def _table(df: pd.DataFrame, title: str) -> Table:
 
 def _overlay(run: Path, label: str) -> pd.DataFrame:
     path = run / "overlays" / label / "overlay.parquet"
-    fix = "run run-overlay again into a new --out (scores come from the cache)"
     if not path.is_file() and path.parent.is_dir():
         raise ClinicalTransferError(f"overlays/{label} in {run} has no overlay.parquet (the run stopped before "
-                                    "writing it, or it was deleted)", fix)
+                                    "writing it, or it was deleted)", RERUN)
     if not path.is_file():
         have = sorted(p.parent.name for p in (run / "overlays").glob("*/overlay.parquet"))
         raise ClinicalTransferError(f"no overlay for label {label!r} in {run}", f"use one of: {', '.join(have) or 'none'}")
-    with reading(f"the run folder {run}", fix):
+    with reading(f"the run folder {run}", RERUN):
         return named(path, pd.read_parquet)
 
 
@@ -62,7 +62,7 @@ def inspect_run(run: str | Path, label: str | None = None, group: str | None = N
         if feature:
             row = t[t["feature"] == feature]
             con.print(_table(row[[c for c in COLUMNS if c in row.columns]], f"{lab}: {feature}"))
-            with reading(f"the run folder {run}", "run run-overlay again into a new --out (scores come from the cache)"):
+            with reading(f"the run folder {run}", RERUN):
                 splits = named(run / "overlays" / lab / "splits.parquet", pd.read_parquet)
             if "feature" in splits.columns:
                 s = splits[(splits["feature"] == feature) & (splits["label"] == lab)]

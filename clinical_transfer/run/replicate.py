@@ -23,7 +23,7 @@ import pandas as pd
 from clinical_transfer import __version__, guardrails
 from clinical_transfer.errors import ClinicalTransferError, named, reading
 from clinical_transfer.hashing import sha256_file
-from clinical_transfer.reporting.freeze import read_frozen_manifest
+from clinical_transfer.reporting.freeze import RESTORE, read_frozen_manifest
 from clinical_transfer.run.config import RunConfig
 from clinical_transfer.run.inventory import run_inventory
 from clinical_transfer.run.models import resolve_models
@@ -77,7 +77,7 @@ def _read_frozen(spec: ReplicationSpec) -> tuple[dict, pd.DataFrame]:
         have = sorted(p.stem for p in frozen.glob("*.csv") if p.stem != "verdict_counts")
         raise ClinicalTransferError(f"the frozen overlay {frozen.name} has no table for label {spec.label!r}",
                                     f"use one of: {', '.join(have)}")
-    with reading(f"the frozen overlay {frozen}", "restore it from version control, or freeze the run again"):
+    with reading(f"the frozen overlay {frozen}", RESTORE):
         rows = named(table, partial(pd.read_csv, comment="#"))
         absent = {"label", "role", "verdict", "feature"} - set(rows.columns)
         if absent:
