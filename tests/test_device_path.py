@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from clinical_transfer import hashing
-from clinical_transfer.background import Prefetch as _Prefetch
+from clinical_transfer.background import Prefetch
 from clinical_transfer.sae import SAEConfig, SparseAutoencoder
 from clinical_transfer.scoring import aggregate_codes, sae_hash, score_recordings
 from clinical_transfer.store import aggregate
+from tests.tiny_models import HostOnly
 
 
 def _same(a, b):
@@ -53,18 +54,6 @@ def _tiny_sae(d, w, k, seed=0):
     return sae.eval()
 
 
-class _HostOnly:
-    """The same encoder without ``device_hidden_states``: today's host path (SAE per recording, numpy)."""
-
-    def __init__(self, enc):
-        self._enc = enc
-
-    def __getattr__(self, name):
-        if name == "device_hidden_states":
-            raise AttributeError(name)
-        return getattr(self._enc, name)
-
-
 def test_on_device_scoring_store_equals_host_path(tiny_gemma_path, tmp_path):
     import soundfile as sf
 
@@ -86,7 +75,7 @@ def test_on_device_scoring_store_equals_host_path(tiny_gemma_path, tmp_path):
     for frames in (False, True):
         a = score_recordings(table, enc, sae, tmp_path / f"dev{frames}", tmp_path / f"c1{frames}", "salt", batch=4,
                              progress=False, frame_codes=frames)
-        b = score_recordings(table, _HostOnly(enc), sae, tmp_path / f"host{frames}", tmp_path / f"c2{frames}", "salt",
+        b = score_recordings(table, HostOnly(enc), sae, tmp_path / f"host{frames}", tmp_path / f"c2{frames}", "salt",
                              batch=4, progress=False, frame_codes=frames)
         assert a.encoded == b.encoded == 9
         assert set(a.seconds) == {"wait_audio", "encoder", "sae_aggregate", "cache_write", "wait_writer"}
@@ -194,7 +183,7 @@ def test_device_path_injected_failure_is_raised_and_resume_is_identical(tiny_gem
 
 
 def test_prefetch_keeps_order_and_reraises():
-    assert list(_Prefetch(iter(range(100)), depth=3)) == list(range(100))
+    assert list(Prefetch(iter(range(100)), depth=3)) == list(range(100))
 
     def boom():
         yield 1
@@ -202,7 +191,7 @@ def test_prefetch_keeps_order_and_reraises():
 
     got = []
     with pytest.raises(ValueError, match="decode failed"):
-        for x in _Prefetch(boom()):
+        for x in Prefetch(boom()):
             got.append(x)
     assert got == [1]
 
@@ -244,7 +233,7 @@ def test_sae_precision_is_part_of_the_cache_key(tiny_gemma_path, tmp_path):
     with pytest.raises(ClinicalTransferError, match="unknown SAE precision 'fp16'"):
         score_recordings(table, enc, sae, tmp_path / "x", tmp_path / "c", "s", progress=False, sae_precision="fp16")
     with pytest.raises(ClinicalTransferError, match="--sae-precision tf32 needs an encoder that keeps its states"):
-        score_recordings(table, _HostOnly(enc), sae, tmp_path / "y", tmp_path / "c", "s", progress=False,
+        score_recordings(table, HostOnly(enc), sae, tmp_path / "y", tmp_path / "c", "s", progress=False,
                          sae_precision="tf32")
 
 

@@ -119,15 +119,7 @@ def test_a_device_encoders_dump_equals_the_host_paths(tiny_gemma, demo_small_rec
 
     from clinical_transfer.activations import dump_activations
     from clinical_transfer.encoders import get_encoder
-
-    class HostOnly:  # the same encoder without device_hidden_states: the host path
-        def __init__(self, enc):
-            self._enc = enc
-
-        def __getattr__(self, name):
-            if name == "device_hidden_states":
-                raise AttributeError(name)
-            return getattr(self._enc, name)
+    from tests.tiny_models import HostOnly
 
     class SaysGPU(HostOnly):  # reports a CUDA device: the GPU branch (big chunks, decode threads, shard
         device = torch.device("cuda")  # writer thread) runs, the arithmetic stays on the CPU

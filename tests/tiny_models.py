@@ -31,3 +31,16 @@ def save_tiny_wav2vec2(path: str | Path) -> None:
                          conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
     Wav2Vec2Model(cfg).eval().save_pretrained(path)
     Wav2Vec2FeatureExtractor(return_attention_mask=False).save_pretrained(path)
+
+
+class HostOnly:
+    """The same encoder without ``device_hidden_states``: the host path (states on the CPU per recording,
+    SAE and aggregation or dump casts in numpy), to compare a device path against."""
+
+    def __init__(self, enc):
+        self._enc = enc
+
+    def __getattr__(self, name):
+        if name == "device_hidden_states":
+            raise AttributeError(name)
+        return getattr(self._enc, name)
