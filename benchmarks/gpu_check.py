@@ -16,9 +16,10 @@ capture (audio-s/s, MFU, padding) for clip-count batches as shipped before and f
 batches; end-to-end scoring (``score_recordings`` = what ``extract`` runs, with a 3840 -> 30,720 TopK-128
 SAE on the GPU) on a 40-participant demo corpus and its ratio to raw capture on the same clips, and the
 same at steady state (600 clips of 8 s, where the pipeline's fill and drain weigh ~5x less), eager and
-compiled; an activation dump of those clips (float16 shards) vs raw capture; GPU utilisation; time shares of each stage; and the one-off costs (first and remembered weight digests,
-model load, SAE digest, serial / parallel / cached inventory). A random-weight model is a test double
-for the code path and its speed; nothing it produces is a result.
+compiled; an activation dump of those clips (float16 shards) vs raw capture; GPU utilisation; time
+shares of each stage; and the one-off costs (first and remembered weight digests, model load, SAE
+digest, serial / parallel / cached inventory). A random-weight model is a test double for the code path
+and its speed; nothing it produces is a result.
 
 Each section is independent: a missing optional package is reported and the rest still runs.
 """
@@ -211,11 +212,8 @@ class _GpuSampler:
         return round(float(np.mean(self.samples)), 1) if self.samples else None
 
 
-def sf_info(path) -> float:
-    """Seconds of audio in a file, from its header."""
-    import soundfile as sf
-
-    return sf.info(str(path)).duration
+STEADY_CLIP_S = 8
+"""Seconds of each steady-state clip (at 48 kHz, Coswara's rate)."""
 
 
 def steady_state_files(folder: Path, n: int) -> pd.DataFrame:
@@ -230,7 +228,8 @@ def steady_state_files(folder: Path, n: int) -> pd.DataFrame:
     rows = []
     for i in range(n):
         path = folder / f"clip{i:04d}.wav"
-        sf.write(path, (0.05 * rng.standard_normal(8 * 48000)).astype(np.float32), 48000, subtype="PCM_16")
+        sf.write(path, (0.05 * rng.standard_normal(STEADY_CLIP_S * 48000)).astype(np.float32), 48000,
+                 subtype="PCM_16")
         rows.append({"recording_id": f"clip{i:04d}", "participant_id": f"p{i // 8:03d}", "segment_group": "vowel",
                      "recording_type": "vowel-a", "status": "ok", "status_reason": "", "source": str(path),
                      "audio_sha256": sha256_file(path)})
@@ -513,7 +512,7 @@ def gemma_random_section(tiny: bool, json_path: Path) -> dict:
     try:
         from clinical_transfer.activations import dump_activations
 
-        audio = sum(float(sf_info(p)) for p in steady["source"])
+        audio = float(STEADY_CLIP_S * len(steady))
         t = time.perf_counter()
         dump = dump_activations(steady, enc, work / "dump", progress=False)
         sec = time.perf_counter() - t
