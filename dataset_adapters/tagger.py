@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import butter, sosfilt
 
+from clinical_transfer.audio import resample
+
 TAG_SAMPLE_RATE_HZ = 16000
 _FRAME = 640  # 40 ms analysis window at 16 kHz (two periods of a 50 Hz voice)
 _HOP = 160  # 10 ms
@@ -139,7 +141,7 @@ def features(y: np.ndarray, sr: int, cfg: TaggerConfig = TaggerConfig()) -> TagF
     import librosa  # start-up time: ~1 s to import; the CLI's start and --help never need it
 
     if sr != TAG_SAMPLE_RATE_HZ:
-        y = librosa.resample(np.asarray(y, np.float32), orig_sr=sr, target_sr=TAG_SAMPLE_RATE_HZ)
+        y = resample(np.asarray(y, np.float32), sr, TAG_SAMPLE_RATE_HZ)  # librosa's soxr_hq, the one resampler
     y = np.asarray(y, np.float64)
     y = sosfilt(butter(2, 70.0, btype="high", fs=TAG_SAMPLE_RATE_HZ, output="sos"), y)  # drop hum and DC
     if len(y) < _FRAME:

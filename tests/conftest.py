@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# remembered file digests (clinical_transfer.hashing.file_digest) go to a throw-away folder, not ~/.cache
-os.environ.setdefault("CLINICAL_TRANSFER_DIGEST_CACHE", tempfile.mkdtemp(prefix="ct-digests-"))
+# remembered file digests (clinical_transfer.hashing.file_digest) go to a throw-away folder, not ~/.cache,
+# removed when the test session ends (the CLI subprocesses the tests start inherit the variable)
+if "CLINICAL_TRANSFER_DIGEST_CACHE" not in os.environ:
+    os.environ["CLINICAL_TRANSFER_DIGEST_CACHE"] = tempfile.mkdtemp(prefix="ct-digests-")
+    atexit.register(shutil.rmtree, os.environ["CLINICAL_TRANSFER_DIGEST_CACHE"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CLINICAL_TRANSFER_SHARED", REPO.parent / "shared"))

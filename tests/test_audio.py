@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from clinical_transfer.audio import AudioCheckConfig, check, load_mono
+from clinical_transfer.errors import ClinicalTransferError
 
 
 def wav(y, sr=16000, subtype="PCM_16"):
@@ -59,6 +60,29 @@ def test_load_mono_resamples_48k_to_16k(tmp_path):
     assert out_sr == 16000 and len(y) == 16000
     spectrum = np.abs(np.fft.rfft(y))
     assert np.argmax(spectrum) == 220  # 1 Hz bins: the 220 Hz tone survived resampling
+
+
+@pytest.mark.parametrize("sr_in", [48000, 44100, 22050, 8000, 16001])
+def test_resample_equals_librosa_soxr_hq_byte_for_byte(sr_in):
+    """audio.resample calls soxr itself (librosa's import costs seconds); the samples must stay librosa's."""
+    import librosa
+
+    from clinical_transfer.audio import resample
+
+    rng = np.random.default_rng(sr_in)
+    for n in (1, 7, 160, 3 * sr_in + 17):
+        for dtype in (np.float32, np.float64):
+            y = rng.normal(0, 0.1, n).astype(dtype)
+            ref = librosa.resample(y, orig_sr=sr_in, target_sr=16000).astype(np.float32)
+            got = resample(y, sr_in, 16000)
+            assert got.dtype == np.float32 and got.shape == ref.shape and got.tobytes() == ref.tobytes(), (n, dtype)
+
+
+def test_resample_refuses_non_finite_audio_in_one_line():
+    from clinical_transfer.audio import resample
+
+    with pytest.raises(ClinicalTransferError, match=r"^audio contains NaN or infinite samples\. Fix: the inventory marks such files unreadable: re-run the inventory\.$"):
+        resample(np.array([0.0, np.nan, 0.1], np.float32), 48000, 16000)
 
 
 def test_threaded_decoding_gives_the_serial_batches():
