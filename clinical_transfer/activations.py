@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
 from clinical_transfer.background import Prefetch, Writer
 from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
+from clinical_transfer.files import atomic_write
 from clinical_transfer.hashing import file_digest, sha256_text, stable_unit
 
 FORMAT = "clinical-transfer-activations/1"
@@ -45,9 +46,7 @@ far and each encoded recording's token count, so a killed dump resumes instead o
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)  # a kill mid-write leaves the previous journal, never half of one
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")  # a kill leaves the previous journal
 
 
 def _resume_point(out: Path, settings: dict) -> tuple[list[dict], list[tuple[str, str, int]]]:

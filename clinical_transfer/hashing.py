@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from clinical_transfer.files import atomic_write
+
 _CHUNK = 1 << 20
 
 
@@ -112,9 +114,7 @@ def file_digest(path: str | Path) -> str:
         return digest
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"path": str(path), **key, "sha256": digest}))
-        tmp.replace(entry)
+        atomic_write(entry, json.dumps({"path": str(path), **key, "sha256": digest}))
     except OSError:
         pass
     return digest

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,6 +25,7 @@ from scipy import sparse
 
 from clinical_transfer import guardrails
 from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
+from clinical_transfer.files import atomic_write
 from clinical_transfer.hashing import sha256_file, sha256_text
 
 AGGREGATION = "mean,frac_active,max/v1"
@@ -123,9 +123,7 @@ class ScoreCache:
         extra = {"frame_indices": s.frame_indices, "frame_values": s.frame_values} if s.frame_indices is not None else {}
         np.savez(buf, features=s.features, mean=s.mean, frac_active=s.frac_active, max=s.max, n_frames=s.n_frames,
                  checksum=_checksum(s), **extra)
-        tmp = p.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, p)  # atomic: a killed run never leaves a half-written entry
+        atomic_write(p, buf.getvalue())  # a killed run never leaves a half-written entry
 
 
 def write_store(folder: str | Path, index: pd.DataFrame, scores: list[RecordingScores], d_sae: int,

@@ -29,6 +29,7 @@ from clinical_transfer.audio import (
     too_long,
     wav_declared_duration_s,
 )
+from clinical_transfer.files import atomic_write
 from clinical_transfer.hashing import sha256_bytes, sha256_file
 from dataset_adapters.segments import segment_of
 from dataset_adapters.tagger import TaggerConfig, features, tag_from_features
@@ -247,9 +248,7 @@ class Inspector:
         if fresh and path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps({k: _plain(v) for k, v in info.items()}))
-                tmp.replace(path)
+                atomic_write(path, json.dumps({k: _plain(v) for k, v in info.items()}))
             except OSError:
                 pass
         row = dict(info)

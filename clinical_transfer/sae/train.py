@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clinical_transfer.errors import ClinicalTransferError
+from clinical_transfer.files import atomic_file
 from clinical_transfer.sae.evaluate import evaluate
 from clinical_transfer.sae.formats import save_pt
 from clinical_transfer.sae.model import SAEConfig, SparseAutoencoder
@@ -197,10 +198,10 @@ def train_topk(
                 fh.write(json.dumps({"step": step, **asdict(summary)}) + "\n")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or (stop_after and done_here >= stop_after):
             # written beside and renamed: a run killed mid-save keeps its previous checkpoint, never half of one
-            torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "since_fired": since_fired, "step": step,
-                        "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                        "settings": json.dumps(settings, sort_keys=True)}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            with atomic_file(ckpt) as fh:
+                torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "since_fired": since_fired, "step": step,
+                            "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                            "settings": json.dumps(settings, sort_keys=True)}, fh)
         if stop_after and done_here >= stop_after and step < cfg.steps:
             bar.close()
             return _unscaled(sae, scale)
