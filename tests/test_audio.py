@@ -100,3 +100,17 @@ def test_threaded_decoding_gives_the_serial_batches():
     assert missing_a == missing_b == ["s4"]
     assert [[s for s, _ in batch] for batch in a] == [[s for s, _ in batch] for batch in b]
     assert all(x.tobytes() == y.tobytes() for ba, bb in zip(a, b) for (_, x), (_, y) in zip(ba, bb))
+
+
+def test_check_decoded_is_check_plus_the_decoded_samples():
+    """The inventory tags a recording from the samples its check decoded (one decode, not two)."""
+    from clinical_transfer.audio import check_decoded, decode
+
+    for data in (wav(tone(1.0)), wav(tone(0.2)), wav(np.zeros(16000, np.float32)), b"", b"not audio at all"):
+        result, decoded = check_decoded(data)
+        assert result == check(data)
+        if decoded is None:
+            assert result.status == "unreadable"
+        else:
+            x, sr = decode(data)
+            assert decoded[1] == sr and decoded[0].tobytes() == x.tobytes()

@@ -39,3 +39,6 @@ def test_gemma_random_tiny_writes_every_section(tmp_path):
     assert rep["steady_state"]["inventory_ms_per_recording"]["serial"] > 0
     assert rep["activation_dump"]["audio_s_per_s"] > 0
     assert [s["setting"] for s in rep["raw_capture"]["settings"]][0] == "8 clips per pass (as shipped before)"
+    prof = rep["raw_capture"]["kernel_profile"]
+    assert "error" not in prof and prof["shares"]["matmul"] > 0 and 0.99 <= sum(prof["shares"].values()) <= 1.01
+    assert len(prof["top"]) > 0 and "cudaStreamSynchronize" in prof["syncs"]

@@ -59,3 +59,16 @@ def test_rules(features, expected):
     base = dict(active_fraction=0.5, voiced_fraction=0.0, onset_rate_hz=1.0, segments_per_s=1.0,
                 mean_segment_s=0.6, flatness=0.1, attack_ratio=1.0, spectral_change=5.0)
     assert tag_from_features(TagFeatures(**{**base, **features})) == expected
+
+
+@pytest.mark.parametrize("rows, n_mels", [(320, 40), (1025, 128)])
+def test_cached_mel_filter_bank_gives_librosas_melspectrogram_byte_for_byte(rows, n_mels):
+    """The tagger builds its two mel filter banks once; the spectra must stay librosa's exactly."""
+    import librosa
+
+    from dataset_adapters.tagger import TAG_SAMPLE_RATE_HZ, _melspectrogram
+
+    power = np.random.default_rng(rows).random((rows, 537)) ** 2
+    ref = librosa.feature.melspectrogram(S=power, sr=TAG_SAMPLE_RATE_HZ, n_mels=n_mels)
+    assert _melspectrogram(power, n_mels).tobytes() == ref.tobytes()
+    assert _melspectrogram(power, n_mels).tobytes() == ref.tobytes()  # from the cache
