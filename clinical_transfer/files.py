@@ -6,7 +6,9 @@ training checkpoint). A run killed mid-write must leave the previous file or non
 Six modules did this by hand with fixed temporary names (``.tmp``, ``.tmp<pid>``), which two writers of
 the same entry at once — two threads given recordings with identical audio, two runs sharing a cache —
 could interleave or rename from under each other. Here every write gets its own temporary file in the
-target's folder (a rename is atomic only within one file system), removed if the write fails.
+target's folder (a rename is atomic only within one file system), removed if the write fails. A process
+killed outright (SIGKILL, power loss) can leave that hidden ``.<name>.<random>.tmp`` behind; nothing
+reads it, and it never stands in for the target.
 """
 
 from __future__ import annotations
