@@ -36,6 +36,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_sae.py
 	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/bench_inventory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
