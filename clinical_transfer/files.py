@@ -14,7 +14,7 @@ reads it, and it never stands in for the target.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +29,10 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     for bytes already in memory. The folder must exist.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # os.open with 0o666 (less the umask), as a plain open() would: tempfile.mkstemp makes files 0600,
+    # and a cache shared by a team (or a checkpoint handed on) must stay readable to whom it was before
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh

@@ -50,3 +50,11 @@ def test_concurrent_writers_of_one_entry_each_succeed_and_leave_one_whole_file(t
 def test_text_is_written_as_utf8(tmp_path):
     atomic_write(tmp_path / "t.txt", "Grüße")
     assert (tmp_path / "t.txt").read_bytes() == "Grüße".encode()
+
+
+def test_permissions_are_those_of_a_plain_write(tmp_path):
+    """tempfile.mkstemp would leave every cache entry 0600: unreadable to others sharing the cache."""
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    atomic_write(tmp_path / "atomic.bin", b"x")
+    assert (tmp_path / "atomic.bin").stat().st_mode == plain.stat().st_mode
