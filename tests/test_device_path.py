@@ -27,8 +27,10 @@ def _same(a, b):
     assert a.n_frames == b.n_frames
 
 
+@pytest.mark.parametrize("host_above", [4096, 10])  # 10: the 13- and 40-frame recordings go the host route
 @pytest.mark.parametrize("keep_frames", [False, True])
-def test_aggregate_codes_equals_numpy_aggregate_bytewise(keep_frames):
+def test_aggregate_codes_equals_numpy_aggregate_bytewise(keep_frames, host_above, monkeypatch):
+    monkeypatch.setattr("clinical_transfer.scoring.HOST_AGGREGATE_FRAMES", host_above)
     rng = np.random.default_rng(0)
     lengths = [7, 0, 1, 40, 13]
     d_sae, k = 50, 6
