@@ -14,7 +14,6 @@ so a dump larger than RAM can still be sampled from.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
@@ -24,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
+from clinical_transfer.audio import SourceBytes, batched_waveforms, decode_plan, read_files
 from clinical_transfer.background import Prefetch, Writer
 from clinical_transfer.errors import ClinicalTransferError, named, read_json, reading
 from clinical_transfer.files import atomic_write
@@ -46,7 +45,8 @@ far and each encoded recording's token count, so a killed dump resumes instead o
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")  # a kill leaves the previous journal
+    """The dump's JSON (journal, manifest), whole or not at all: a kill leaves the previous file or none."""
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _resume_point(out: Path, settings: dict) -> tuple[list[dict], list[tuple[str, str, int]]]:
@@ -163,9 +163,7 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
             flush(split)
         bar.update(len(items))
 
-    # on a GPU: >= 256 clips per call (the encoder plans its own token-budget passes), decoded on several
-    # threads while it works on the previous ones, as in scoring
-    chunk, threads = (max(batch, 256), min(8, os.cpu_count() or 1)) if on_gpu else (batch, 1)
+    chunk, threads = decode_plan(batch, on_gpu)
     try:
         for items in Prefetch(batched_waveforms(reader(todo), encoder.sample_rate, chunk, vanished.append, threads)):
             run(items)
@@ -181,7 +179,7 @@ def dump_activations(recordings: pd.DataFrame, encoder, out: str | Path, heldout
         "frames_per_second": encoder.frames_per_second, "dtype": dtype, "heldout_fraction": heldout_fraction,
         "seed": seed, "n_recordings": counts, "shards": shards, "n_vanished": len(vanished),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_json(out / "manifest.json", manifest)  # whole or not at all: its presence means the dump is complete
     (out / PROGRESS).unlink(missing_ok=True)
     return out
 

@@ -8,6 +8,7 @@ used, and if not, why?". A failure here is an inventory reason (``unreadable``, 
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -310,6 +311,15 @@ def read_files(sources: Iterable[str]) -> Iterator[SourceBytes]:
             raise ClinicalTransferError(f"source {src!r} is an archive member, not a file",
                                         "pass the corpus adapter's read_sources as the reader")
         yield src, None
+
+
+def decode_plan(batch: int, on_device: bool) -> tuple[int, int]:
+    """Clips per encoder call and decoding threads for :func:`batched_waveforms`.
+
+    On a GPU: at least 256 clips a call (the encoder plans its own token-budget passes) decoded on up to 8
+    threads while it works on the previous ones — it reads thousands of audio-seconds per second. On the
+    CPU: ``batch`` clips, decoded inline (the encoder has the cores). One rule for scoring and dumps."""
+    return (max(batch, 256), min(8, os.cpu_count() or 1)) if on_device else (batch, 1)
 
 
 def batched_waveforms(items: Iterable[SourceBytes], sample_rate_hz: int, batch: int,

@@ -14,7 +14,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clinical_transfer import guardrails
-from clinical_transfer.audio import SourceBytes, batched_waveforms, read_files
+from clinical_transfer.audio import SourceBytes, batched_waveforms, decode_plan, read_files
 from clinical_transfer.background import Prefetch, Writer
 from clinical_transfer.errors import ClinicalTransferError
 from clinical_transfer.hashing import salt_digest, stable_bucket
@@ -347,9 +346,7 @@ def score_recordings(
         summary.skipped["vanished since the inventory"] = summary.skipped.get("vanished since the inventory", 0) + 1
 
     on_gpu = device_states is not None and dev.type != "cpu"
-    # on a GPU: hand the encoder >= 256 clips at a time (it plans its own token-budget passes) and decode
-    # them on several threads while it works on the previous ones
-    chunk, threads = (max(batch, 256), min(8, os.cpu_count() or 1)) if on_gpu else (batch, 1)
+    chunk, threads = decode_plan(batch, on_gpu)
     waiting = time.perf_counter()
     # the first chunk small (the GPU starts sooner), then full chunks
     for items in Prefetch(batched_waveforms(reader(list(src_row)), encoder.sample_rate, chunk, vanished, threads,
