@@ -184,7 +184,8 @@ def _number(kind: type, low: float, high: float | None = None, low_open: bool = 
 
 COUNT = _number(int, 1)
 """A count of at least one (participants, batch, draws, top rows, seeds, k, ...)."""
-SEED = _number(int, 0)
+NON_NEGATIVE = _number(int, 0)
+"""A seed, a layer (0 = embeddings for speech encoders), a count that may be zero (permutations, K)."""
 MIN_CELL = _number(int, DEFAULT_MIN_CELL)
 """The small-cell threshold: never below the guardrail's 10 (a run config is held to the same floor)."""
 POSITIVE = _number(float, 0, low_open=True)
@@ -202,7 +203,7 @@ def _add_encoder_args(p: argparse.ArgumentParser, defaults: bool = True) -> None
     p.add_argument("--encoder", default="ge2e" if defaults else None, choices=encoder_names(descriptors=not defaults),
                    help="frozen encoder (registry: clinical_transfer.encoders.registry)")
     p.add_argument("--model", default=None, help="local model folder (gemma, hf-encoder)")
-    p.add_argument("--layer", type=SEED, default=3 if defaults else None,
+    p.add_argument("--layer", type=NON_NEGATIVE, default=3 if defaults else None,
                    help="layer to capture (convention recorded in the manifest)")
 
 
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "demo-corpus", _cmd_demo_corpus, "write the synthetic demo corpus in Coswara's layout", quiet=True)
     p.add_argument("out", help="folder to write")
     p.add_argument("--participants", type=COUNT, default=160)
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--duration-s", type=_number(float, 0.5), default=2.5,
                    help="seconds per recording (at least 0.5: shorter ones fail the inventory's minimum)")
     p.add_argument("--layout", choices=["extracted", "split-tar"], default="extracted")
@@ -272,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strata", default=None, help="comma-separated split variables (default: sex,age_band,wave,quality)")
     p.add_argument("--positive-controls", default="age,sex", help="labels run the same way as positive controls")
     for flag, kind, default, help_ in (
-            ("--permutations", SEED, 1000, "Freedman-Lane permutations for the family-wise p (0 = none)"),
-            ("--seed", SEED, 0, ""), ("--alpha", _number(float, 0, 0.5, low_open=True), 0.05, "FDR level, in (0, 0.5] as in a run config"),
+            ("--permutations", NON_NEGATIVE, 1000, "Freedman-Lane permutations for the family-wise p (0 = none)"),
+            ("--seed", NON_NEGATIVE, 0, ""), ("--alpha", _number(float, 0, 0.5, low_open=True), 0.05, "FDR level, in (0, 0.5] as in a run config"),
             ("--min-cell", MIN_CELL, 10, "suppress families with fewer participants (10 or more: GUARDRAILS)"),
             ("--min-stratum", MIN_CELL, 20, "participants a side for a confound stratum to be estimated")):
         p.add_argument(flag, type=kind, default=default, help=help_ or None)
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activations", required=True, help="activation dump folder")
     p.add_argument("--out", required=True)
     for flag, kind, default in (("--expansion", COUNT, 8), ("--k", COUNT, 128), ("--batch-size", COUNT, 4096),
-                                ("--steps", COUNT, 100_000), ("--val-every", COUNT, 500), ("--seed", SEED, 0)):
+                                ("--steps", COUNT, 100_000), ("--val-every", COUNT, 500), ("--seed", NON_NEGATIVE, 0)):
         p.add_argument(flag, type=kind, default=default)
     p.add_argument("--lr", type=POSITIVE, default=None, help="default 2e-4 / sqrt(d_sae / 16384)")
 
@@ -392,7 +393,7 @@ def build_run_overlay_parser() -> argparse.ArgumentParser:
     p.add_argument("--sae-seeds", type=COUNT, default=None, help="corpus-fit SAEs with different seeds (stability; default 3)")
     p.add_argument("--sae-fit-on", choices=("split", "all"), default=None,
                    help="split: leave the dictionary participants out of the overlay (default); all: fit on everyone")
-    p.add_argument("--adjust-acoustic", type=SEED, default=None, metavar="K",
+    p.add_argument("--adjust-acoustic", type=NON_NEGATIVE, default=None, metavar="K",
                    help="run every overlay again with the top-K eGeMAPS components as confounds (reported side by side)")
     p.add_argument("--inventory-only", action="store_true", help="stop after the inventory")
     _add_engine_args(p)

@@ -85,11 +85,12 @@ def _check_confound_types(meta: pd.DataFrame, confounds: list[str]) -> None:
     """Refuse a confound that is a number column with a few text cells (``unknown``, ``n/a``, ``45y``).
 
     Why: read as text, such a column is an unordered category, one level per distinct number; the design
-    then merges the rare ages into one "other" level (:func:`~clinical_transfer.stats.diagnostics.coarsen_levels`)
-    and adjusts for a handful of unrelated ages instead of age — with no warning. A few numeric codes among text (a categorical ``wave`` of 1, 2, ``unknown``)
-    are fine: only a column with more than 10 distinct numbers is taken for a numeric one. A category coded
-    with many numbers (date codes) and a few words is refused too; the message says how to keep it a
-    category.
+    then merges the rare ages into one "other" level
+    (:func:`~clinical_transfer.stats.diagnostics.coarsen_levels`) and adjusts for a handful of unrelated
+    ages instead of age — with no warning. A few numeric codes among text (a categorical ``wave`` of 1,
+    2, ``unknown``) are fine: only a column with more than 10 distinct numbers is taken for a numeric one.
+    A category coded with many numbers (date codes) and a few words is refused too; the message says how
+    to keep it a category.
     """
     for name in confounds:
         s = meta[name]
